@@ -1,0 +1,201 @@
+"""Every message Reckon sends or receives, as frozen pydantic v2 models.
+
+Bodies are JSON with a ``schema_version``. Readers reject an unknown major version and ignore
+fields they do not know, so a minor version may add optional fields without breaking anyone.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contracts.period import Period
+from contracts.types import (
+    SCHEMA_VERSION,
+    DecimalString,
+    NonNegativeDecimal,
+    SchemaVersion,
+    UtcDatetime,
+)
+
+ServiceName = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9-]*$")
+
+
+class Message(BaseModel):
+    """Base of every message body."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: SchemaVersion = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> Self:
+        return cls.model_validate_json(body)
+
+
+class Part(BaseModel):
+    """Base of a nested structure inside a message."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class PeriodClosed(Message):
+    """The scheduler says a billing period has ended; ``period_id`` is the idempotency key."""
+
+    period_id: str = Field(min_length=1, max_length=64)
+    start: UtcDatetime
+    end: UtcDatetime
+    requested_by: str = Field(min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _valid_period(self) -> Self:
+        self.period  # noqa: B018 - validates start < end and the id's form
+        return self
+
+    @property
+    def period(self) -> Period:
+        return Period(period_id=self.period_id, start=self.start, end=self.end)
+
+    @classmethod
+    def for_period(cls, period: Period, requested_by: str) -> PeriodClosed:
+        return cls(period_id=period.period_id, start=period.start, end=period.end, requested_by=requested_by)
+
+
+class UsageRequest(Message):
+    """Coordinator → one sub-service: send your complete inventory for ``period``."""
+
+    request_id: str = Field(min_length=1, max_length=128)
+    report_id: UUID
+    period: Period
+    service: str = ServiceName
+    deadline: UtcDatetime
+
+
+class UsageRecord(Part):
+    """One billable resource of one account, in the service's own units, discounts applied."""
+
+    account_id: str = Field(min_length=1, max_length=128)
+    resource_id: str = Field(min_length=1, max_length=256)
+    resource_type: str = Field(min_length=1, max_length=64)
+    metric: str = Field(min_length=1, max_length=64)
+    quantity: NonNegativeDecimal
+    unit: str = Field(min_length=1, max_length=32)
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class Chunk(Part):
+    """Position of one reply in a multi-part answer; ``total_records`` counts every chunk."""
+
+    seq: int = Field(ge=0)
+    last: bool
+    total_records: int = Field(ge=0)
+
+
+class ErrorCode(StrEnum):
+    INTERNAL = "internal"
+    INVALID_REQUEST = "invalid_request"
+    UNAVAILABLE = "unavailable"
+
+
+class ServiceError(Part):
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(max_length=2000)
+    retryable: bool = False
+
+
+class UsageReply(Message):
+    """Sub-service → coordinator, to ``reply_to`` with the request's ``correlation_id``."""
+
+    request_id: str = Field(min_length=1, max_length=128)
+    service: str = ServiceName
+    status: Literal["ok", "error"]
+    records: tuple[UsageRecord, ...] = ()
+    chunk: Chunk = Chunk(seq=0, last=True, total_records=0)
+    error: ServiceError | None = None
+
+    @model_validator(mode="after")
+    def _status_matches_error(self) -> Self:
+        if self.status == "error" and self.error is None:
+            raise ValueError("status 'error' needs an error {code, message}")
+        if self.status == "ok" and self.error is not None:
+            raise ValueError("status 'ok' must not carry an error")
+        if self.chunk.last and self.chunk.total_records < len(self.records):
+            raise ValueError(
+                f"chunk.total_records {self.chunk.total_records} is less than the "
+                f"{len(self.records)} records in the last chunk"
+            )
+        return self
+
+
+class InvoiceLine(Part):
+    item: str
+    description: str
+    tier: int | None = None
+    quantity: DecimalString
+    unit: str
+    unit_price: DecimalString
+    amount: DecimalString
+
+
+class InvoiceIssued(Message):
+    """One account's invoice for one report revision; ``invoice_id`` is deterministic."""
+
+    invoice_id: UUID
+    report_id: UUID
+    revision: int = Field(ge=1)
+    account_id: str
+    period: Period
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    lines: tuple[InvoiceLine, ...]
+    subtotal: DecimalString
+    total: DecimalString
+
+
+class InvoiceRef(Part):
+    invoice_id: UUID
+    account_id: str
+    total: DecimalString
+
+
+class ReportCompleted(Message):
+    report_id: UUID
+    revision: int = Field(ge=1)
+    period: Period
+    currency: str
+    invoices: tuple[InvoiceRef, ...]
+    total: DecimalString
+    records: int = Field(ge=0)
+
+
+class AbortCode(StrEnum):
+    UNROUTABLE = "unroutable"
+    DEADLINE = "deadline"
+    SERVICE_ERROR = "service_error"
+    INVALID_REPLY = "invalid_reply"
+    INCOMPLETE = "incomplete"
+    UNKNOWN_UNIT = "unknown_unit"
+    UNPRICED = "unpriced"
+    TRANSPORT_LOST = "transport_lost"
+
+
+class AbortReason(Part):
+    code: AbortCode
+    message: str
+    service: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.service}: " if self.service else ""
+        return f"{where}{self.code.value}: {self.message}"
+
+
+class ReportAborted(Message):
+    report_id: UUID
+    revision: int = Field(ge=1)
+    period: Period
+    reasons: tuple[AbortReason, ...] = Field(min_length=1)

@@ -1,0 +1,103 @@
+"""The queue topology: the only place exchange, queue and routing-key names are spelled.
+
+Pure data. The code that owns a queue declares it from these specs at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+ROUTING_PERIOD_CLOSED = "period.closed"
+ROUTING_INVOICE_ISSUED = "invoice.issued"
+ROUTING_REPORT_COMPLETED = "report.completed"
+ROUTING_REPORT_ABORTED = "report.aborted"
+CONTENT_TYPE = "application/json"
+DELIVERY_LIMIT = 5
+
+
+class ExchangeKind(StrEnum):
+    DIRECT = "direct"
+    TOPIC = "topic"
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    kind: ExchangeKind
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A durable quorum queue that dead-letters to the DLX after ``DELIVERY_LIMIT`` deliveries."""
+
+    name: str
+    exchange: ExchangeSpec
+    routing_key: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """All names, under an optional namespace prefix (``ns.``) so environments can share a broker."""
+
+    namespace: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.namespace}.{base}" if self.namespace else base
+
+    @property
+    def periods(self) -> ExchangeSpec:
+        return ExchangeSpec(self._name("billing.periods"), ExchangeKind.TOPIC)
+
+    @property
+    def usage(self) -> ExchangeSpec:
+        return ExchangeSpec(self._name("billing.usage"), ExchangeKind.DIRECT)
+
+    @property
+    def invoices(self) -> ExchangeSpec:
+        return ExchangeSpec(self._name("billing.invoices"), ExchangeKind.TOPIC)
+
+    @property
+    def reports(self) -> ExchangeSpec:
+        return ExchangeSpec(self._name("billing.reports"), ExchangeKind.TOPIC)
+
+    @property
+    def dead_letter_exchange(self) -> ExchangeSpec:
+        return ExchangeSpec(self._name("billing.dlx"), ExchangeKind.TOPIC)
+
+    def _quorum(self, name: str, exchange: ExchangeSpec, routing_key: str) -> QueueSpec:
+        return QueueSpec(
+            name=self._name(name),
+            exchange=exchange,
+            routing_key=routing_key,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": self.dead_letter_exchange.name,
+                "x-delivery-limit": DELIVERY_LIMIT,
+            },
+        )
+
+    @property
+    def period_closed_queue(self) -> QueueSpec:
+        return self._quorum("accounting.period-closed", self.periods, ROUTING_PERIOD_CLOSED)
+
+    @property
+    def payments_queue(self) -> QueueSpec:
+        return self._quorum("payments.invoices", self.invoices, ROUTING_INVOICE_ISSUED)
+
+    def usage_queue(self, service: str) -> QueueSpec:
+        return self._quorum(f"usage.requests.{service}", self.usage, service)
+
+    @property
+    def dead_letters_queue(self) -> QueueSpec:
+        return QueueSpec(
+            name=self._name("billing.dead-letters"),
+            exchange=self.dead_letter_exchange,
+            routing_key="#",
+            arguments={"x-queue-type": "quorum"},
+        )
+
+    def exchanges(self) -> tuple[ExchangeSpec, ...]:
+        return (self.periods, self.usage, self.invoices, self.reports, self.dead_letter_exchange)
