@@ -1,0 +1,119 @@
+"""The invoice builder: priced usage → one ``InvoiceIssued`` per account, or the reasons it cannot be."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+from accounting.core.pricing import price_usage
+from accounting.core.rate_card import RateCard
+from accounting.core.usage import BillableUsage
+from contracts import AbortCode, AbortReason, InvoiceIssued, InvoiceLine, Period, invoice_id
+
+
+@dataclass(frozen=True)
+class InvoiceBatch:
+    """Every invoice of one report revision, sorted by account, and their grand total."""
+
+    invoices: tuple[InvoiceIssued, ...]
+    currency: str
+    total: Decimal
+
+
+def build_invoices(
+    *,
+    report_id: UUID,
+    revision: int,
+    period: Period,
+    accounts: Iterable[str],
+    usage: Iterable[BillableUsage],
+    card: RateCard,
+) -> InvoiceBatch | tuple[AbortReason, ...]:
+    """Price all usage and build exactly one invoice per account, or return every reason it cannot.
+
+    ``accounts`` (from the services' inventories) get an invoice even without usage; accounts that
+    only appear in ``usage`` are invoiced too. Usage of an item missing from the card, or in another
+    unit than the card's, is UNPRICED: all such reasons are returned (one per item) and nothing is
+    priced. Several usages of the same account and item are priced on their exact sum.
+    """
+    totals: dict[tuple[str, str], Decimal] = {}
+    units: dict[tuple[str, str], str] = {}
+    unpriced_users: dict[str, set[str]] = defaultdict(set)
+    wrong_units: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    everyone = set(accounts)
+    for entry in usage:
+        everyone.add(entry.account_id)
+        item = card.items.get(entry.item)
+        if item is None:
+            unpriced_users[entry.item].add(entry.account_id)
+            continue
+        if entry.unit != item.unit:
+            wrong_units[entry.item][entry.unit].add(entry.account_id)
+            continue
+        key = (entry.account_id, entry.item)
+        totals[key] = totals.get(key, Decimal(0)) + entry.quantity
+        units[key] = entry.unit
+
+    reasons = _unpriced_reasons(unpriced_users, wrong_units, card)
+    if reasons:
+        return reasons
+
+    lines: dict[str, list[InvoiceLine]] = defaultdict(list)
+    for (account, item_key), quantity in totals.items():
+        billable = BillableUsage(
+            account_id=account, item=item_key, quantity=quantity, unit=units[account, item_key]
+        )
+        lines[account].extend(price_usage(billable, item_key, card.items[item_key], card))
+
+    invoices = tuple(
+        _invoice(
+            account,
+            sorted(lines[account], key=lambda line: (line.item, line.tier or 0)),
+            report_id,
+            revision,
+            period,
+            card,
+        )
+        for account in sorted(everyone)
+    )
+    total = card.round_money(sum((invoice.total for invoice in invoices), Decimal(0)))
+    return InvoiceBatch(invoices=invoices, currency=card.currency, total=total)
+
+
+def _invoice(
+    account: str, lines: list[InvoiceLine], report_id: UUID, revision: int, period: Period, card: RateCard
+) -> InvoiceIssued:
+    # Amounts are already rounded, so this sum is exact; round_money only gives "0.00" its places.
+    subtotal = card.round_money(sum((line.amount for line in lines), Decimal(0)))
+    return InvoiceIssued(
+        invoice_id=invoice_id(account, period.period_id, revision),
+        report_id=report_id,
+        revision=revision,
+        account_id=account,
+        period=period,
+        currency=card.currency,
+        lines=tuple(lines),
+        subtotal=subtotal,
+        total=subtotal,
+    )
+
+
+def _unpriced_reasons(
+    unpriced_users: dict[str, set[str]], wrong_units: dict[str, dict[str, set[str]]], card: RateCard
+) -> tuple[AbortReason, ...]:
+    reasons: list[tuple[str, AbortReason]] = []
+    for item_key, users in unpriced_users.items():
+        message = f"item {item_key!r} is not on the rate card (used by {_accounts(len(users))})"
+        reasons.append((item_key, AbortReason(code=AbortCode.UNPRICED, message=message)))
+    for item_key, by_unit in wrong_units.items():
+        used = ", ".join(f"{unit!r} by {_accounts(len(users))}" for unit, users in sorted(by_unit.items()))
+        message = f"item {item_key!r} is priced per {card.items[item_key].unit!r} but usage is in {used}"
+        reasons.append((item_key, AbortReason(code=AbortCode.UNPRICED, message=message)))
+    return tuple(reason for _, reason in sorted(reasons, key=lambda pair: pair[0]))
+
+
+def _accounts(count: int) -> str:
+    return f"{count} account" if count == 1 else f"{count} accounts"
