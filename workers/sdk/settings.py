@@ -1,0 +1,19 @@
+"""Worker settings, from the environment (``AMQP_URL``, ``RECKON_NAMESPACE``, ``RECKON_CHUNK_SIZE``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECKON_", extra="ignore")
+
+    amqp_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        validation_alias=AliasChoices("AMQP_URL", "RECKON_AMQP_URL"),
+    )
+    namespace: str = ""
+    chunk_size: int = Field(default=500, ge=1, le=10_000)
+    prefetch: int = Field(default=4, ge=1, le=100)
+    publish_timeout_seconds: float = Field(default=10.0, gt=0)
