@@ -1,0 +1,47 @@
+"""Connecting to RabbitMQ and declaring what the coordinator owns, idempotently, at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
+
+from contracts import ExchangeSpec, QueueSpec, Topology
+from contracts.broker import broker_unavailable
+
+CONNECT_ERRORS = (OSError, aio_pika.exceptions.AMQPConnectionError, asyncio.TimeoutError)
+
+
+class BrokerUnavailable(RuntimeError):
+    """RabbitMQ did not answer; the message says where and how to start it."""
+
+
+async def connect(url: str, connect_timeout: float = 10.0) -> AbstractRobustConnection:
+    try:
+        return await aio_pika.connect_robust(url, timeout=connect_timeout)
+    except CONNECT_ERRORS as error:
+        raise BrokerUnavailable(broker_unavailable(url, error)) from error
+
+
+async def declare_exchange(channel: AbstractChannel, spec: ExchangeSpec) -> AbstractExchange:
+    return await channel.declare_exchange(spec.name, spec.kind, durable=True)
+
+
+async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+    exchange = await declare_exchange(channel, spec.exchange)
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    await queue.bind(exchange, routing_key=spec.routing_key)
+    return queue
+
+
+async def declare_coordinator_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Every exchange, the period-closed queue, the payments queue and the dead-letter queue.
+
+    ``payments.invoices`` is declared here, not by the payment service, so no invoice is dropped
+    before the payment service first connects. Usage queues belong to the sub-services.
+    """
+    for spec in topology.exchanges():
+        await declare_exchange(channel, spec)
+    for queue in (topology.dead_letters_queue, topology.period_closed_queue, topology.payments_queue):
+        await declare_queue(channel, queue)

@@ -1,0 +1,32 @@
+"""The scheduler's one act: announce that a billing period has closed."""
+
+from __future__ import annotations
+
+import aio_pika
+from aio_pika.abc import AbstractConnection
+
+from accounting.broker import declare_coordinator_topology
+from contracts import CONTENT_TYPE, ROUTING_PERIOD_CLOSED, Period, PeriodClosed, Topology
+
+
+async def close_period(
+    connection: AbstractConnection, topology: Topology, period: Period, requested_by: str
+) -> PeriodClosed:
+    """Publish PeriodClosed, persistent and confirmed; the queue is declared first so it is never lost."""
+    event = PeriodClosed.for_period(period, requested_by)
+    async with connection.channel(publisher_confirms=True) as channel:
+        await declare_coordinator_topology(channel, topology)
+        exchange = await channel.get_exchange(topology.periods.name)
+        await exchange.publish(
+            aio_pika.Message(
+                event.to_json(),
+                content_type=CONTENT_TYPE,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=f"period-closed/{period.period_id}",
+                type=PeriodClosed.__name__,
+            ),
+            ROUTING_PERIOD_CLOSED,
+            mandatory=True,
+            timeout=10,
+        )
+    return event

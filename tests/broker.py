@@ -1,0 +1,61 @@
+"""Finding the real broker for tests, and cleaning up a test's namespace afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+import aio_pika
+
+from contracts import Topology
+from contracts.broker import DEFAULT_AMQP_URL, broker_unavailable
+
+
+async def _answers(url: str) -> BaseException | None:
+    try:
+        connection = await aio_pika.connect(url, timeout=5)
+    except Exception as error:
+        return error
+    await connection.close()
+    return None
+
+
+def docker_available() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    return subprocess.run([docker, "info"], capture_output=True, timeout=20, check=False).returncode == 0
+
+
+def configured_url() -> str:
+    return os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+
+
+def probe(url: str) -> BaseException | None:
+    """None when RabbitMQ answers at ``url``, else the error."""
+    return asyncio.run(_answers(url))
+
+
+def unavailable_message(url: str, error: BaseException) -> str:
+    return broker_unavailable(url, error) + " (No Docker engine either, so testcontainers cannot start one.)"
+
+
+async def delete_namespace(url: str, topology: Topology, services: Iterable[str]) -> None:
+    """Delete every queue and exchange a test may have declared under its namespace prefix."""
+    assert topology.namespace, "refusing to delete the un-prefixed production topology"
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        queues = [
+            topology.period_closed_queue,
+            topology.payments_queue,
+            topology.dead_letters_queue,
+            *(topology.usage_queue(service) for service in services),
+        ]
+        for queue in queues:
+            await channel.queue_delete(queue.name)
+        for exchange in topology.exchanges():
+            await channel.exchange_delete(exchange.name)

@@ -1,0 +1,187 @@
+"""Helpers for integration tests: in-process services, a running coordinator, event listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+
+from accounting.app import CoordinatorApp, start_coordinator
+from accounting.coordinator import ReportRun
+from accounting.core.rate_card import RateCard
+from accounting.settings import Settings
+from contracts import Period, Topology, UsageRecord
+from workers.sdk import Responder, UsageService, WorkerSettings
+
+TEST_CARD = RateCard.from_toml(
+    """
+currency = "EUR"
+minor_units = 2
+rounding = "half_even"
+
+[items.vcpu]
+description = "vCPU hours"
+unit = "vCPU-hour"
+price = { model = "per_unit", unit_price = "0.0320" }
+
+[items.memory]
+description = "Memory"
+unit = "GB-hour"
+price = { model = "per_unit", unit_price = "0.0040" }
+
+[items.block_storage]
+description = "Block storage"
+unit = "GB-month"
+price = { model = "graduated", tiers = [
+    { up_to = "50", unit_price = "0.100" },
+    { unit_price = "0.080" },
+] }
+
+[items.object_storage]
+description = "Object storage"
+unit = "GB-month"
+price = { model = "per_unit", unit_price = "0.0230" }
+"""
+)
+
+
+@dataclass
+class StaticService:
+    """A sub-service with canned behaviour: records, a delay, or an exception."""
+
+    name: str
+    records: Sequence[UsageRecord] = ()
+    delay: float = 0.0
+    error: Exception | None = None
+    calls: list[Period] = field(default_factory=list)
+
+    async def usage(self, period: Period) -> Sequence[UsageRecord]:
+        self.calls.append(period)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return self.records
+
+
+@asynccontextmanager
+async def serving(
+    connection: AbstractConnection, topology: Topology, *services: UsageService, chunk_size: int = 500
+) -> AsyncIterator[list[Responder]]:
+    settings = WorkerSettings(namespace=topology.namespace, chunk_size=chunk_size)
+    responders = [await Responder.create(connection, service, settings) for service in services]
+    try:
+        yield responders
+    finally:
+        for responder in responders:
+            await responder.close()
+
+
+@dataclass
+class RunningCoordinator:
+    app: CoordinatorApp
+    runs: list[ReportRun]
+    report_done: asyncio.Event
+
+    async def next_run(self, timeout: float = 30) -> ReportRun:
+        await asyncio.wait_for(self.report_done.wait(), timeout)
+        return self.runs[-1]
+
+
+@asynccontextmanager
+async def coordinator(
+    amqp_url: str,
+    topology: Topology,
+    services: Sequence[str],
+    *,
+    deadline_seconds: float = 5.0,
+    card: RateCard = TEST_CARD,
+    consume: bool = True,
+) -> AsyncIterator[RunningCoordinator]:
+    runs: list[ReportRun] = []
+    done = asyncio.Event()
+
+    def on_report(run: ReportRun) -> None:
+        runs.append(run)
+        done.set()
+
+    settings = Settings(
+        amqp_url=amqp_url,
+        namespace=topology.namespace,
+        services=tuple(services),
+        deadline_seconds=deadline_seconds,
+    )
+    app = await start_coordinator(settings, card=card, consume=consume, on_report=on_report)
+    try:
+        yield RunningCoordinator(app, runs, done)
+    finally:
+        await app.close()
+
+
+@dataclass
+class Captured:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_for(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        async def enough() -> None:
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.messages
+
+
+@asynccontextmanager
+async def listening(
+    connection: AbstractConnection, exchange: str, routing_key: str = "#"
+) -> AsyncIterator[Captured]:
+    """Bind a temporary queue to ``exchange`` and capture every JSON body that arrives."""
+    captured = Captured()
+    async with AsyncExitStack() as stack:
+        channel = await connection.channel()
+        stack.push_async_callback(channel.close)
+        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            captured.messages.append(json.loads(message.body))
+            captured.arrived.set()
+
+        await queue.consume(on_message, no_ack=True)
+        yield captured
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``check`` until it holds; fail with the timeout otherwise. Never asserts a duration."""
+
+    async def loop() -> None:
+        while True:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+def record(
+    account: str, resource: str, metric: str, quantity: str, unit: str, kind: str = "vm"
+) -> UsageRecord:
+    return UsageRecord(
+        account_id=account,
+        resource_id=resource,
+        resource_type=kind,
+        metric=metric,
+        quantity=Decimal(quantity),
+        unit=unit,
+    )
