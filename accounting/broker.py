@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
@@ -45,3 +46,19 @@ async def declare_coordinator_topology(channel: AbstractChannel, topology: Topol
         await declare_exchange(channel, spec)
     for queue in (topology.dead_letters_queue, topology.period_closed_queue, topology.payments_queue):
         await declare_queue(channel, queue)
+
+
+async def delete_topology(channel: AbstractChannel, topology: Topology, services: Iterable[str]) -> None:
+    """Delete a namespace's queues and exchanges (demo and test clean-up); never the bare namespace."""
+    if not topology.namespace:
+        raise ValueError("refusing to delete the un-prefixed topology")
+    queues = [
+        topology.period_closed_queue,
+        topology.payments_queue,
+        topology.dead_letters_queue,
+        *(topology.usage_queue(service) for service in services),
+    ]
+    for queue in queues:
+        await channel.queue_delete(queue.name)
+    for exchange in topology.exchanges():
+        await channel.exchange_delete(exchange.name)

@@ -141,6 +141,8 @@ class PeriodConsumer:
         self._channel = channel
         self._queue = queue
         self._tag: str | None = None
+        self.handled = 0
+        """PeriodClosed events acknowledged, duplicates included."""
 
     @classmethod
     async def start(
@@ -175,3 +177,4 @@ class PeriodConsumer:
             await message.nack(requeue=True)
             return
         await message.ack()
+        self.handled += 1

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import aio_pika
 
+from accounting.broker import delete_topology
 from contracts import Topology
 from contracts.broker import DEFAULT_AMQP_URL, broker_unavailable
 
@@ -45,17 +46,6 @@ def unavailable_message(url: str, error: BaseException) -> str:
 
 async def delete_namespace(url: str, topology: Topology, services: Iterable[str]) -> None:
     """Delete every queue and exchange a test may have declared under its namespace prefix."""
-    assert topology.namespace, "refusing to delete the un-prefixed production topology"
     connection = await aio_pika.connect(url, timeout=5)
     async with connection:
-        channel = await connection.channel()
-        queues = [
-            topology.period_closed_queue,
-            topology.payments_queue,
-            topology.dead_letters_queue,
-            *(topology.usage_queue(service) for service in services),
-        ]
-        for queue in queues:
-            await channel.queue_delete(queue.name)
-        for exchange in topology.exchanges():
-            await channel.exchange_delete(exchange.name)
+        await delete_topology(await connection.channel(), topology, services)

@@ -127,6 +127,7 @@ async def coordinator(
 @dataclass
 class Captured:
     messages: list[dict[str, Any]] = field(default_factory=list)
+    properties: list[dict[str, Any]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def wait_for(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
@@ -153,6 +154,9 @@ async def listening(
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             captured.messages.append(json.loads(message.body))
+            captured.properties.append(
+                {"message_id": message.message_id, "delivery_mode": message.delivery_mode}
+            )
             captured.arrived.set()
 
         await queue.consume(on_message, no_ack=True)

@@ -1,0 +1,89 @@
+"""Rich tables for reports and invoices, shared by the CLI commands and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+
+from rich.table import Table
+
+from accounting.coordinator import ReportRun
+from accounting.core.gather import ServiceState
+from accounting.core.report import Aborted
+from contracts import AbortReason, InvoiceIssued
+
+
+def report_table(run: ReportRun) -> Table:
+    """One row per configured service: its state, records received and failure reason."""
+    status = run.history.status.value.upper()
+    table = Table(title=f"Report {run.key.period.period_id} rev {run.key.revision}: {status}")
+    table.add_column("service")
+    table.add_column("state")
+    table.add_column("records", justify="right")
+    table.add_column("reason")
+    style = {ServiceState.OK: "green", ServiceState.FAILED: "red", ServiceState.WAITING: "yellow"}
+    for service, outcome in run.gather.services.items():
+        table.add_row(
+            service,
+            f"[{style[outcome.state]}]{outcome.state.value}[/]",
+            str(len(outcome.records)),
+            str(outcome.reason.message) if outcome.reason else "",
+        )
+    if isinstance(run.outcome, Aborted):
+        for reason in run.outcome.report.reasons:
+            if reason.service is None:
+                table.add_row("(report)", "[red]failed[/]", "", f"{reason.code.value}: {reason.message}")
+    ignored = {kind.value: count for kind, count in run.gather.ignored.items() if count}
+    if ignored:
+        table.caption = "ignored replies: " + ", ".join(f"{k}={v}" for k, v in ignored.items())
+    return table
+
+
+def reasons_table(reasons: Sequence[AbortReason]) -> Table:
+    table = Table(title="Why the report was aborted")
+    table.add_column("service")
+    table.add_column("code")
+    table.add_column("reason")
+    for reason in reasons:
+        table.add_row(reason.service or "(report)", reason.code.value, reason.message)
+    return table
+
+
+def invoices_table(invoices: Iterable[InvoiceIssued], title: str = "Invoices") -> Table:
+    """One row per invoice with its lines summarised, and the grand total per currency."""
+    table = Table(title=title, show_footer=True)
+    table.add_column("account", footer="total")
+    table.add_column("invoice", no_wrap=True)
+    table.add_column("lines", justify="right")
+    table.add_column("total", justify="right")
+    totals: dict[str, Decimal] = {}
+    for invoice in sorted(invoices, key=lambda invoice: invoice.account_id):
+        totals[invoice.currency] = totals.get(invoice.currency, Decimal(0)) + invoice.total
+        table.add_row(
+            invoice.account_id,
+            str(invoice.invoice_id)[:8] + "…",
+            str(len(invoice.lines)),
+            f"{invoice.total} {invoice.currency}",
+        )
+    table.columns[-1].footer = " + ".join(f"{amount} {currency}" for currency, amount in totals.items())
+    return table
+
+
+def invoice_lines_table(invoice: InvoiceIssued) -> Table:
+    table = Table(title=f"Invoice {invoice.invoice_id} for {invoice.account_id}", show_footer=True)
+    table.add_column("item")
+    table.add_column("tier", justify="right")
+    table.add_column("quantity", justify="right")
+    table.add_column("unit")
+    table.add_column("unit price", justify="right")
+    table.add_column("amount", justify="right", footer=f"{invoice.total} {invoice.currency}")
+    for line in invoice.lines:
+        table.add_row(
+            line.description,
+            "" if line.tier is None else str(line.tier),
+            str(line.quantity),
+            line.unit,
+            str(line.unit_price),
+            str(line.amount),
+        )
+    return table
