@@ -47,6 +47,7 @@ async def start_coordinator(
     on_report: Callable[[ReportRun], None] | None = None,
 ) -> CoordinatorApp:
     """Connect, declare the topology and (with ``consume``) start taking PeriodClosed events."""
+    services = settings.require_services()
     card = card or load_rate_card(settings.rate_card)
     topology = Topology(settings.namespace)
     connection = await connect(settings.amqp_url)
@@ -54,7 +55,7 @@ async def start_coordinator(
         publisher = await AmqpEventPublisher.create(connection, topology, settings.publish_timeout_seconds)
         gatherer = await UsageGatherer.create(connection, topology, settings.publish_timeout_seconds, clock)
         coordinator = Coordinator(
-            services=settings.services,
+            services=services,
             deadline=timedelta(seconds=settings.deadline_seconds),
             card=card,
             gatherer=gatherer,

@@ -109,6 +109,10 @@ def coordinator(config: ConfigOption = None) -> None:
     """Run the accounting coordinator until SIGTERM: one report per PeriodClosed."""
     configure_logging(verbose=True)
     settings = settings_from(config)
+    try:
+        settings.require_services()
+    except ValueError as error:
+        fail(str(error))
     card = card_from(settings)
 
     async def main() -> None:
@@ -199,13 +203,20 @@ def payments(config: ConfigOption = None) -> None:
     run(main())
 
 
+def is_worker_program(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"workers.{name}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
 @app.command()
 def worker(
     name: Annotated[str, typer.Argument(help="The sub-service: a package under workers/, e.g. compute.")],
     db: Annotated[Path | None, typer.Option(help="Its own SQLite store.")] = None,
 ) -> None:
     """Run a sub-service (``python -m workers.NAME serve``) in this process."""
-    if not name.isidentifier() or importlib.util.find_spec(f"workers.{name}.__main__") is None:
+    if not name.isidentifier() or not is_worker_program(name):
         fail(f"no sub-service named {name!r}: expected a package workers/{name}/ with a __main__.py")
     arguments = [sys.executable, "-m", f"workers.{name}", "serve", *(["--db", str(db)] if db else [])]
     os.execv(sys.executable, arguments)

@@ -31,7 +31,8 @@ class Settings(BaseSettings):
         default=DEFAULT_AMQP_URL, validation_alias=AliasChoices("AMQP_URL", "RECKON_AMQP_URL", "amqp_url")
     )
     namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$")
-    services: Annotated[tuple[str, ...], NoDecode] = Field(min_length=1)
+    services: Annotated[tuple[str, ...], NoDecode] = ()
+    """Required by the coordinator (see ``require_services``); the scheduler and payments need none."""
     deadline_seconds: float = Field(default=30.0, gt=0, le=3600)
     rate_card: Path = Path("config/rate-card.toml")
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
         if duplicates:
             raise ValueError(f"service(s) listed twice: {', '.join(duplicates)}")
         return value
+
+    def require_services(self) -> tuple[str, ...]:
+        if not self.services:
+            raise ValueError(
+                "no services configured: list them in the config file (services = [...]) "
+                "or in RECKON_SERVICES=compute,storage"
+            )
+        return self.services
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,155 @@
+"""The responder's decisions without a broker: serve, skip or refuse a request; build the replies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from contracts import ErrorCode, Period, UsageRecord, UsageReply, UsageRequest, report_id
+from workers.sdk.protocol import Expired, Refuse, Work, decide, error_reply, ok_replies
+
+DEADLINE = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
+BEFORE = DEADLINE - timedelta(seconds=10)
+REQUEST = UsageRequest(
+    request_id="rep/compute/a1",
+    report_id=report_id("2026-10", 1),
+    period=Period.month("2026-10"),
+    service="compute",
+    deadline=DEADLINE,
+)
+BODY = REQUEST.to_json()
+
+
+def records(count: int) -> list[UsageRecord]:
+    return [
+        UsageRecord(
+            account_id="acme",
+            resource_id=f"vm-{n}",
+            resource_type="vm",
+            metric="vcpu",
+            quantity=Decimal(n),
+            unit="vCPU-second",
+        )
+        for n in range(count)
+    ]
+
+
+def refused(decision: object) -> Refuse:
+    assert isinstance(decision, Refuse), decision
+    return decision
+
+
+def refusal_reply(decision: object) -> UsageReply:
+    reply = refused(decision).reply
+    assert reply is not None
+    return reply
+
+
+def test_a_valid_request_in_time_is_work() -> None:
+    assert decide(BODY, REQUEST.request_id, "compute", BEFORE) == Work(REQUEST)
+
+
+def test_a_request_without_correlation_id_is_still_work() -> None:
+    assert decide(BODY, None, "compute", BEFORE) == Work(REQUEST)
+
+
+@pytest.mark.parametrize("now", [DEADLINE, DEADLINE + timedelta(minutes=1)], ids=["at", "after"])
+def test_a_request_at_or_past_its_deadline_has_expired(now: datetime) -> None:
+    assert decide(BODY, REQUEST.request_id, "compute", now) == Expired(REQUEST)
+
+
+def test_invalid_json_is_refused_with_an_invalid_request_reply() -> None:
+    reply = refusal_reply(decide(b"{not json", "corr-1", "compute", BEFORE))
+
+    assert (reply.request_id, reply.service, reply.status) == ("corr-1", "compute", "error")
+    assert reply.error is not None
+    assert reply.error.code == ErrorCode.INVALID_REQUEST
+    assert reply.error.message.startswith("invalid usage request: 1 problem(s): body: Invalid JSON")
+    assert not reply.error.retryable
+
+
+def test_a_schema_error_is_refused_naming_the_field() -> None:
+    body = BODY.replace(b'"service":"compute"', b'"service":"Compute!"')
+    decision = refused(decide(body, "corr-1", "compute", BEFORE))
+
+    assert decision.reply is not None
+    assert decision.reply.request_id == "corr-1"
+    assert "service: String should match pattern" in decision.why
+
+
+def test_a_request_for_another_service_is_refused() -> None:
+    decision = refused(decide(BODY, REQUEST.request_id, "storage", BEFORE))
+
+    assert decision.why == "request rep/compute/a1 is for service 'compute', this is 'storage'"
+    assert decision.reply is not None
+    assert decision.reply.request_id == REQUEST.request_id
+    assert decision.reply.error is not None
+    assert decision.reply.error.code == ErrorCode.INVALID_REQUEST
+
+
+def test_a_correlation_id_differing_from_the_request_id_is_refused() -> None:
+    reply = refusal_reply(decide(BODY, "other-corr", "compute", BEFORE))
+
+    assert reply.request_id == "other-corr"
+    assert reply.error is not None
+    assert reply.error.code == ErrorCode.INVALID_REQUEST
+    assert reply.error.message == "correlation_id 'other-corr' differs from request_id 'rep/compute/a1'"
+
+
+def test_an_invalid_request_without_correlation_id_is_refused_without_a_reply() -> None:
+    decision = refused(decide(b"{not json", None, "compute", BEFORE))
+
+    assert decision.reply is None
+    assert decision.why.startswith("invalid usage request")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="workers/sdk/protocol.py:49 builds the error reply with request_id=correlation_id, and "
+    "UsageReply.request_id allows 128 chars: a longer correlation id raises ValidationError out of decide()",
+)
+def test_an_invalid_request_with_an_overlong_correlation_id_is_still_refused() -> None:
+    assert isinstance(decide(b"{not json", "x" * 200, "compute", BEFORE), Refuse)
+
+
+def test_no_records_give_one_empty_last_chunk() -> None:
+    [reply] = ok_replies(REQUEST, [], chunk_size=100)
+
+    assert (reply.request_id, reply.service, reply.status) == (REQUEST.request_id, "compute", "ok")
+    assert reply.records == ()
+    assert (reply.chunk.seq, reply.chunk.last, reply.chunk.total_records) == (0, True, 0)
+
+
+def test_five_records_in_chunks_of_two_give_three_chunks() -> None:
+    inventory = records(5)
+    replies = ok_replies(REQUEST, inventory, chunk_size=2)
+
+    assert [(r.chunk.seq, r.chunk.last, r.chunk.total_records) for r in replies] == [
+        (0, False, 5),
+        (1, False, 5),
+        (2, True, 5),
+    ]
+    assert [record for reply in replies for record in reply.records] == inventory
+    assert [len(reply.records) for reply in replies] == [2, 2, 1]
+
+
+def test_records_that_fill_the_last_chunk_exactly_give_no_empty_chunk() -> None:
+    replies = ok_replies(REQUEST, records(4), chunk_size=2)
+
+    assert [(r.chunk.seq, r.chunk.last, len(r.records)) for r in replies] == [(0, False, 2), (1, True, 2)]
+
+
+def test_a_chunk_size_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="chunk_size must be at least 1, got 0"):
+        ok_replies(REQUEST, records(1), chunk_size=0)
+
+
+def test_error_reply_truncates_a_long_message_to_2000_chars() -> None:
+    reply = error_reply("rep/compute/a1", "compute", ErrorCode.INTERNAL, "x" * 5000, retryable=True)
+
+    assert reply.error is not None
+    assert reply.error.message == "x" * 2000
+    assert (reply.error.code, reply.error.retryable) == ("internal", True)
+    assert UsageReply.from_json(reply.to_json()) == reply
