@@ -12,9 +12,8 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{parts.username}:***@{host}{port}"
+    _, host_and_port = parts.netloc.rsplit("@", 1)
+    netloc = f"{parts.username}:***@{host_and_port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

@@ -7,7 +7,7 @@ fields they do not know, so a minor version may add optional fields without brea
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -117,7 +117,17 @@ class UsageReply(Message):
     status: Literal["ok", "error"]
     records: tuple[UsageRecord, ...] = ()
     chunk: Chunk = Chunk(seq=0, last=True, total_records=0)
+    """Omitted: the reply is the whole answer (one last chunk holding every record)."""
     error: ServiceError | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_chunk_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("chunk") is None:
+            records = data.get("records") or ()
+            count = len(records) if isinstance(records, (list, tuple)) else 0
+            return {**data, "chunk": {"seq": 0, "last": True, "total_records": count}}
+        return data
 
     @model_validator(mode="after")
     def _status_matches_error(self) -> Self:

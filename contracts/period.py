@@ -13,7 +13,7 @@ from contracts.types import UtcDatetime
 class Period(BaseModel):
     """A billing period ``[start, end)``; ``period_id`` (e.g. ``2026-10``) is its idempotency key."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     period_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
     start: UtcDatetime

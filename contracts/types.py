@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, PlainSerializer, WithJsonSchema
 
 SCHEMA_VERSION = "1.0"
 SUPPORTED_MAJOR = 1
@@ -33,7 +33,7 @@ def _parse_decimal(value: Any) -> Decimal:
 def _non_negative(value: Decimal) -> Decimal:
     if value < 0:
         raise ValueError(f"{value} is negative")
-    return value
+    return abs(value)  # "-0" becomes "0"
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -53,7 +53,12 @@ def _check_schema_version(value: Any) -> str:
     return value
 
 
-DecimalString = Annotated[Decimal, BeforeValidator(_parse_decimal), PlainSerializer(str, return_type=str)]
+DecimalString = Annotated[
+    Decimal,
+    BeforeValidator(_parse_decimal),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "format": "decimal", "examples": ["12.50"]}),
+]
 """An exact decimal that travels as a JSON string ("12.50")."""
 
 NonNegativeDecimal = Annotated[DecimalString, AfterValidator(_non_negative)]

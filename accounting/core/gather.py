@@ -163,13 +163,12 @@ class Gather:
 
     def _expire(self, at: datetime) -> None:
         for outcome in self.services.values():
-            if outcome.state is ServiceState.WAITING and self._settled_at is None:
-                received = len(outcome.chunks)
-                detail = f" ({received} chunk(s) received, last one missing)" if received else ""
+            if outcome.state is ServiceState.WAITING:
                 self._fail(
                     outcome,
                     AbortCode.DEADLINE,
-                    f"no complete reply before the deadline {self.deadline.isoformat()}{detail}",
+                    f"no complete reply before the deadline {self.deadline.isoformat()}"
+                    f"{_missing_chunks(outcome)}",
                     at,
                 )
 
@@ -198,11 +197,8 @@ class Gather:
         if outcome is None:
             self.ignored[Ignored.UNKNOWN_CORRELATION] += 1
             return
-        if self._settled_at is not None or event.at >= self.deadline:
-            self.ignored[Ignored.LATE] += 1
-            return
-        if outcome.state is not ServiceState.WAITING:
-            self.ignored[Ignored.DUPLICATE] += 1
+        if outcome.state is not ServiceState.WAITING or self._settled_at is not None:
+            self.ignored[_why_ignored(outcome)] += 1
             return
         try:
             reply = UsageReply.from_json(event.body)
@@ -261,6 +257,24 @@ class Gather:
             return
         outcome.state = ServiceState.OK
         self._settle(at)
+
+
+def _why_ignored(outcome: ServiceOutcome) -> Ignored:
+    """A repeat of an answer already taken is a duplicate; anything else after settling is late."""
+    answered = outcome.state is ServiceState.OK or (
+        outcome.reason is not None and outcome.reason.code is not AbortCode.DEADLINE
+    )
+    return Ignored.DUPLICATE if answered else Ignored.LATE
+
+
+def _missing_chunks(outcome: ServiceOutcome) -> str:
+    if not outcome.chunks:
+        return ""
+    last = next((reply.chunk.seq for reply in outcome.chunks.values() if reply.chunk.last), None)
+    if last is None:
+        return f" ({len(outcome.chunks)} chunk(s) received, the last one not)"
+    missing = sorted(set(range(last + 1)) - set(outcome.chunks))
+    return f" ({len(outcome.chunks)} chunk(s) received, missing seq {', '.join(map(str, missing))})"
 
 
 def _describe(error: ValidationError) -> str:

@@ -214,11 +214,6 @@ def test_deadline_fails_only_the_missing_service() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gather._expire stops after the first missing service (it checks _settled_at inside the loop), "
-    "so a deadline with several services missing names only one of them",
-)
 def test_deadline_names_every_missing_service() -> None:
     gather = new_gather()
     gather.handle(DeadlinePassed(DEADLINE))
@@ -354,11 +349,6 @@ def test_deadline_with_some_chunks_received_says_how_many() -> None:
     assert "2 chunk(s) received" in reason.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gather._expire always says 'last one missing', even when the last chunk arrived and an "
-    "earlier one did not",
-)
 def test_deadline_message_does_not_claim_a_received_last_chunk_is_missing() -> None:
     gather = new_gather("compute")
     gather.handle(reply("compute", body("compute", [record("vm-0")], seq=0, last=False, total=3)))
@@ -385,3 +375,21 @@ def test_request_ids_differ_between_attempts() -> None:
     second = request_ids(["compute"], "rep-1", "a2")
 
     assert first["compute"] != second["compute"]
+
+
+def test_a_repeat_after_completion_is_a_duplicate_not_late() -> None:
+    gather = new_gather("compute")
+    gather.handle(reply("compute", body("compute", [record()])))
+    gather.handle(reply("compute", body("compute", [record()]), seconds=2))
+
+    assert gather.status is GatherStatus.COMPLETE
+    assert gather.ignored == {Ignored.DUPLICATE: 1}
+
+
+def test_an_error_reply_after_the_abort_is_late_for_a_service_that_missed_the_deadline() -> None:
+    gather = new_gather("compute")
+    gather.handle(DeadlinePassed(DEADLINE))
+    gather.handle(reply("compute", body("compute", [record()]), seconds=31))
+
+    assert only_reason(gather).code is AbortCode.DEADLINE
+    assert gather.ignored == {Ignored.LATE: 1}

@@ -105,11 +105,6 @@ def test_an_invalid_request_without_correlation_id_is_refused_without_a_reply() 
     assert decision.why.startswith("invalid usage request")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers/sdk/protocol.py:49 builds the error reply with request_id=correlation_id, and "
-    "UsageReply.request_id allows 128 chars: a longer correlation id raises ValidationError out of decide()",
-)
 def test_an_invalid_request_with_an_overlong_correlation_id_is_still_refused() -> None:
     assert isinstance(decide(b"{not json", "x" * 200, "compute", BEFORE), Refuse)
 

@@ -45,19 +45,26 @@ def decide(body: bytes, correlation_id: str | None, service: str, now: datetime)
             f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}"
             for item in error.errors(include_url=False)[:5]
         )
-        reply = (
-            error_reply(correlation_id, service, ErrorCode.INVALID_REQUEST, why) if correlation_id else None
-        )
-        return Refuse(reply, why)
+        return _refuse(correlation_id, service, why)
     if request.service != service:
         why = f"request {request.request_id} is for service {request.service!r}, this is {service!r}"
-        return Refuse(error_reply(request.request_id, service, ErrorCode.INVALID_REQUEST, why), why)
+        return _refuse(request.request_id, service, why)
     if correlation_id is not None and correlation_id != request.request_id:
         why = f"correlation_id {correlation_id!r} differs from request_id {request.request_id!r}"
-        return Refuse(error_reply(correlation_id, service, ErrorCode.INVALID_REQUEST, why), why)
+        return _refuse(correlation_id, service, why)
     if now >= request.deadline:
         return Expired(request)
     return Work(request)
+
+
+def _refuse(reply_id: str | None, service: str, why: str) -> Refuse:
+    """Refuse with an error reply when one can be addressed (the id must be a valid request id)."""
+    if not reply_id:
+        return Refuse(None, why)
+    try:
+        return Refuse(error_reply(reply_id, service, ErrorCode.INVALID_REQUEST, why), why)
+    except ValidationError:
+        return Refuse(None, f"{why} (no reply: correlation id {reply_id[:40]!r}… is not a valid request id)")
 
 
 def ok_replies(request: UsageRequest, records: Sequence[UsageRecord], chunk_size: int) -> list[UsageReply]:
