@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from aio_pika.abc import AbstractRobustConnection
 
@@ -12,28 +18,86 @@ from accounting.broker import connect
 from accounting.coordinator import Coordinator, PeriodConsumer, ReportRun
 from accounting.core.rate_card import RateCard
 from accounting.gatherer import Clock, ProgressCallback, UsageGatherer, utc_now
-from accounting.ledger import ReportLedger
 from accounting.publisher import AmqpEventPublisher
+from accounting.relay import OutboxRelay
 from accounting.settings import Settings, load_rate_card
+from accounting.store.repository import ReportStore
 from contracts import Topology
+
+log = logging.getLogger("reckon.app")
+
+
+def instance_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def open_store(url: str) -> ReportStore:
+    """Open the store, creating a SQLite file's directory first."""
+    if url.startswith("sqlite") and ":///" in url:
+        path = Path(url.split(":///", 1)[1])
+        if str(path) not in ("", ":memory:"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+    return await ReportStore.open(url)
 
 
 @dataclass
 class CoordinatorApp:
+    settings: Settings
     connection: AbstractRobustConnection
+    store: ReportStore
     coordinator: Coordinator
     publisher: AmqpEventPublisher
     gatherer: UsageGatherer
-    consumer: PeriodConsumer | None
+    relay: OutboxRelay
+    consumer: PeriodConsumer | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_background(self) -> None:
+        """The relay (when enabled) and the periodic take-over of abandoned reports."""
+        if self.settings.relay:
+            self._background.append(asyncio.create_task(self.relay.run(self._stop), name="outbox relay"))
+        self._background.append(asyncio.create_task(self._resume_loop(), name="resume abandoned"))
+
+    async def _resume_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.coordinator.resume_abandoned()
+            except Exception:
+                log.exception("looking for abandoned reports failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.resume_every_seconds)
 
     async def close(self) -> None:
-        """Stop taking periods, then close the publisher and the connection; safe to call twice."""
+        """Graceful shutdown: stop taking periods, let the report in flight finish within the grace
+        period or leave it for a restart to resume, flush the relay, close; safe to call twice."""
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
+        self._stop.set()
+        building = dict(self.coordinator.building)
+        if building:
+            _, unfinished = await asyncio.wait(
+                building.values(), timeout=self.settings.shutdown_grace_seconds
+            )
+            for report in unfinished:
+                report.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+            for report_id, report in building.items():
+                if report in unfinished:
+                    log.warning("report %s left unfinished; the next coordinator resumes it", report_id)
+                    await self.store.release(report_id, utc_now())
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
+        if self.settings.relay:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.relay.flush(), timeout=self.settings.shutdown_grace_seconds)
         await self.gatherer.close()
         await self.publisher.close()
         await self.connection.close()
+        await self.store.close()
 
 
 async def start_coordinator(
@@ -41,32 +105,45 @@ async def start_coordinator(
     *,
     card: RateCard | None = None,
     consume: bool = True,
-    ledger: ReportLedger | None = None,
+    background: bool = True,
     clock: Clock = utc_now,
     on_progress: ProgressCallback | None = None,
     on_report: Callable[[ReportRun], None] | None = None,
 ) -> CoordinatorApp:
-    """Connect, declare the topology and (with ``consume``) start taking PeriodClosed events."""
+    """Open the store, connect, declare the topology, start the relay and (with ``consume``) take
+    PeriodClosed events."""
     services = settings.require_services()
     card = card or load_rate_card(settings.rate_card)
     topology = Topology(settings.namespace)
-    connection = await connect(settings.amqp_url)
+    store = await open_store(settings.store_url)
+    try:
+        connection = await connect(settings.amqp_url)
+    except BaseException:
+        await store.close()
+        raise
     try:
         publisher = await AmqpEventPublisher.create(connection, topology, settings.publish_timeout_seconds)
         gatherer = await UsageGatherer.create(connection, topology, settings.publish_timeout_seconds, clock)
+        relay = OutboxRelay(store, publisher, clock, settings.relay_poll_seconds)
         coordinator = Coordinator(
             services=services,
             deadline=timedelta(seconds=settings.deadline_seconds),
             card=card,
             gatherer=gatherer,
-            publisher=publisher,
-            ledger=ledger,
+            store=store,
+            owner=instance_name(),
             clock=clock,
             on_progress=on_progress,
             on_report=on_report,
+            on_stored=relay.wake,
         )
-        consumer = await PeriodConsumer.start(connection, topology, coordinator) if consume else None
+        app = CoordinatorApp(settings, connection, store, coordinator, publisher, gatherer, relay)
+        if background:
+            app.start_background()
+        if consume:
+            app.consumer = await PeriodConsumer.start(connection, topology, coordinator)
     except BaseException:
         await connection.close()
+        await store.close()
         raise
-    return CoordinatorApp(connection, coordinator, publisher, gatherer, consumer)
+    return app

@@ -10,23 +10,44 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from uuid import UUID
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
-from accounting.app import start_coordinator
+from accounting.app import open_store, start_coordinator
 from accounting.broker import BrokerUnavailable, connect
+from accounting.coordinator import ReportRun
+from accounting.core.gather import Gather
 from accounting.core.rate_card import RateCard
-from accounting.render import invoice_lines_table
+from accounting.core.report import Aborted
+from accounting.gatherer import utc_now
+from accounting.inspect import find_report, report_detail, report_summary
+from accounting.publisher import AmqpEventPublisher
+from accounting.relay import OutboxRelay
+from accounting.render import (
+    invoice_lines_table,
+    invoices_table,
+    outbox_table,
+    reasons_table,
+    report_detail_tables,
+    report_table,
+    reports_list_table,
+)
+from accounting.replay import ReplayRefused
+from accounting.replay import replay as replay_period
 from accounting.scheduler import close_period
 from accounting.settings import Settings, load_rate_card, load_settings
+from accounting.store.repository import ReportStore
 from contracts import ROUTING_REPORT_ABORTED, ROUTING_REPORT_COMPLETED, InvoiceIssued, Period, Topology
+from contracts.broker import redact_url
 
 app = typer.Typer(
     name="reckon",
@@ -233,7 +254,7 @@ def demo(
 
     configure_logging(verbose=False)
     billing_period = month(period or previous_month(datetime.now(UTC)))
-    overrides: dict[str, Any] = {"namespace": demo_namespace()}
+    overrides: dict[str, Any] = {"namespace": demo_namespace(), "shutdown_grace_seconds": 0}
     if config is None and not os.environ.get("RECKON_SERVICES"):
         overrides["services"] = ("compute", "storage")
     settings = settings_from(config, **overrides)
@@ -242,9 +263,211 @@ def demo(
         f"[bold]Reckon demo[/]: period {billing_period.period_id}, broker {settings.amqp_url.split('@')[-1]}"
     )
     with tempfile.TemporaryDirectory(prefix="reckon-demo-") as workdir:
+        if "store_url" not in settings.model_fields_set:
+            settings = settings.model_copy(
+                update={"store_url": f"sqlite+aiosqlite:///{workdir}/reckon.sqlite3"}
+            )
         result = run(run_demo(settings, card, billing_period, accounts, Path(workdir), console))
     if not result.ok:
         raise typer.Exit(1)
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def store_command(config: Path | None, work: Callable[[ReportStore], Awaitable[T]]) -> T:
+    """Open the store named by the settings, run ``work`` on it, close it."""
+    settings = settings_from(config)
+
+    async def main() -> T:
+        store = await open_store(settings.store_url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return run(main())
+    except (OSError, SQLAlchemyError) as error:
+        fail(f"store {redact_url(settings.store_url)}: {error}")
+
+
+reports_app = typer.Typer(help="Inspect stored reports.", no_args_is_help=True)
+app.add_typer(reports_app, name="reports")
+invoices_app = typer.Typer(help="Inspect stored invoices.", no_args_is_help=True)
+app.add_typer(invoices_app, name="invoices")
+db_app = typer.Typer(help="The accounting store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@reports_app.command("list")
+def reports_list(
+    period: Annotated[str | None, typer.Option(help="Only this period.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every report: period, revision, status, totals."""
+    records = store_command(config, lambda store: store.list_reports(period))
+    summaries = [report_summary(record) for record in records]
+    if as_json:
+        print_json(summaries)
+    else:
+        console.print(reports_list_table(summaries))
+
+
+@reports_app.command("show")
+def reports_show(
+    period: Annotated[str, typer.Argument(help="The period, e.g. 2026-10.")],
+    revision: Annotated[int | None, typer.Option(help="A revision; default the newest.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Status history, per-service outcome and reason, record counts, totals."""
+
+    async def work(store: ReportStore) -> dict[str, Any] | None:
+        record = await find_report(store, period, revision)
+        return None if record is None else await report_detail(store, record)
+
+    detail = store_command(config, work)
+    if detail is None:
+        fail(f"no report for period {period}" + (f" revision {revision}" if revision else ""))
+    if as_json:
+        print_json(detail)
+        return
+    for table in report_detail_tables(detail):
+        console.print(table)
+
+
+@invoices_app.command("show")
+def invoices_show(
+    invoice: Annotated[str | None, typer.Argument(help="An invoice id.")] = None,
+    period: Annotated[str | None, typer.Option(help="Every invoice of this period instead.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One invoice with its lines, or the invoices of a period."""
+    if (invoice is None) == (period is None):
+        fail("name an invoice id, or --period PERIOD")
+    try:
+        wanted = None if invoice is None else UUID(invoice)
+    except ValueError:
+        fail(f"{invoice!r} is not an invoice id (a UUID)")
+    found = store_command(config, lambda store: store.invoices(invoice_id=wanted, period_id=period))
+    if not found:
+        fail(f"no invoice {invoice}" if invoice else f"no invoices for period {period}")
+    if as_json:
+        print_json([item.model_dump(mode="json") for item in found])
+    elif invoice is not None:
+        console.print(invoice_lines_table(found[0]))
+    else:
+        console.print(invoices_table(found, title=f"Invoices of {period}"))
+
+
+@app.command()
+def outbox(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Events waiting for the relay, and events sent."""
+    counts = store_command(config, lambda store: store.outbox_counts())
+    if as_json:
+        print_json({"pending": counts.pending, "sent": counts.sent})
+    else:
+        console.print(outbox_table(counts.pending, counts.sent))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or migrate the store's schema (the coordinator also does this at start-up)."""
+
+    async def work(_store: ReportStore) -> None:
+        return None
+
+    store_command(config, work)
+    console.print("store schema is up to date")
+
+
+@app.command()
+def replay(
+    period: Annotated[str, typer.Argument(help="The period to rebuild, e.g. 2026-10.")],
+    service: Annotated[
+        list[str] | None, typer.Option("--service", "-s", help="Only this failed service (repeatable).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replay a completed period: issue corrected invoices.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Rebuild PERIOD's report as a new revision (idempotent: a replay in progress is not doubled)."""
+    configure_logging(verbose=False)
+    settings = settings_from(config)
+    card = card_from(settings)
+    services = tuple(service or ())
+    if not services:
+        try:
+            settings.require_services()
+        except ValueError as error:
+            fail(str(error))
+    answered = [0]
+
+    def on_progress(gather: Gather) -> None:
+        if gather.answered != answered[0]:
+            answered[0] = gather.answered
+            console.print(f"services answered: {gather.answered}/{gather.expected}")
+
+    async def main() -> ReportRun:
+        instance = await start_coordinator(
+            settings.model_copy(update={"services": settings.services or services}),
+            card=card,
+            consume=False,
+            background=False,
+            on_progress=on_progress,
+        )
+        try:
+            built = await replay_period(instance.coordinator, period, services, force)
+            await instance.relay.flush()
+            return built
+        finally:
+            await instance.close()
+
+    try:
+        built = run(main())
+    except ReplayRefused as refusal:
+        fail(str(refusal))
+    console.print(report_table(built))
+    if isinstance(built.outcome, Aborted):
+        console.print(reasons_table(built.outcome.report.reasons))
+        raise typer.Exit(1)
+    console.print(
+        f"[green]revision {built.key.revision} of {period} built[/]: {len(built.outcome.invoices)} invoices, "
+        f"total {built.outcome.report.total} {built.outcome.report.currency}"
+    )
+
+
+@app.command()
+def relay(config: ConfigOption = None) -> None:
+    """Run only the outbox relay until SIGTERM (when coordinators run with RECKON_RELAY=false)."""
+    configure_logging(verbose=True)
+    settings = settings_from(config)
+
+    async def main() -> None:
+        store = await open_store(settings.store_url)
+        try:
+            connection = await connect(settings.amqp_url)
+            async with connection:
+                publisher = await AmqpEventPublisher.create(
+                    connection, Topology(settings.namespace), settings.publish_timeout_seconds
+                )
+                outbox_relay = OutboxRelay(store, publisher, utc_now, settings.relay_poll_seconds)
+                stop = asyncio.Event()
+                task = asyncio.create_task(outbox_relay.run(stop))
+                console.print("relay running")
+                await until_signalled()
+                stop.set()
+                await task
+        finally:
+            await store.close()
+
+    run(main())
 
 
 def main() -> None:

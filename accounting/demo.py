@@ -13,8 +13,9 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import AbstractConnection
@@ -25,12 +26,14 @@ from accounting.app import start_coordinator
 from accounting.broker import connect, delete_topology
 from accounting.coordinator import ReportRun
 from accounting.core.gather import Gather
+from accounting.core.lifecycle import ReportHistory, ReportStatus
 from accounting.core.rate_card import RateCard
 from accounting.core.report import Aborted, Completed
 from accounting.payments import PaymentConsumer
 from accounting.render import invoice_lines_table, invoices_table, reasons_table, report_table
 from accounting.scheduler import close_period
 from accounting.settings import Settings
+from accounting.store.repository import ReportStore
 from contracts import InvoiceIssued, Period, Topology
 
 READY_TIMEOUT = 30.0
@@ -160,6 +163,9 @@ async def run_demo(
                     while len(payments.invoices) < expected:
                         arrived.clear()
                         await arrived.wait()
+                    await until_completed(app.store, run.key.report_id)
+                history = await app.store.history(run.key.report_id)
+                run = replace(run, history=ReportHistory(str(run.key.report_id), history))
             await payments.stop()
         result = DemoResult(run, tuple(payments.invoices.values()), payments.duplicates)
     finally:
@@ -167,6 +173,12 @@ async def run_demo(
         await remove_namespace(settings.amqp_url, topology, services)
     show(result, console)
     return result
+
+
+async def until_completed(store: ReportStore, report_id: UUID) -> None:
+    """The relay marks a report completed in the store once ReportCompleted is confirmed."""
+    while (record := await store.get(report_id)) is None or record.status is not ReportStatus.COMPLETED:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 def show(result: DemoResult, console: Console) -> None:

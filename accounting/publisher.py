@@ -1,4 +1,4 @@
-"""Publishing invoices and report events: persistent, confirmed, retried, never silently dropped."""
+"""Publishing outgoing events: persistent, confirmed, retried, never silently dropped."""
 
 from __future__ import annotations
 
@@ -11,17 +11,7 @@ from aiormq.abc import DeliveredMessage
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from accounting.broker import declare_coordinator_topology
-from contracts import (
-    CONTENT_TYPE,
-    ROUTING_INVOICE_ISSUED,
-    ROUTING_REPORT_ABORTED,
-    ROUTING_REPORT_COMPLETED,
-    InvoiceIssued,
-    Message,
-    ReportAborted,
-    ReportCompleted,
-    Topology,
-)
+from contracts import CONTENT_TYPE, Topology
 
 log = logging.getLogger("reckon.publish")
 
@@ -32,32 +22,39 @@ class Unroutable(RuntimeError):
     """The broker returned an event: no queue is bound where one must be."""
 
 
-class EventPublisher(Protocol):
-    """Where the coordinator's outgoing events go: the broker, or (later) an outbox."""
+class Outgoing(Protocol):
+    """An event ready to leave: what the outbox stores for each message."""
 
-    async def publish_invoice(self, invoice: InvoiceIssued) -> None: ...
-
-    async def publish_report(self, report: ReportCompleted | ReportAborted) -> None: ...
+    @property
+    def exchange(self) -> str: ...  # "invoices" or "reports"
+    @property
+    def routing_key(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def message_type(self) -> str: ...
+    @property
+    def mandatory(self) -> bool: ...
+    @property
+    def body(self) -> bytes: ...
 
 
 class AmqpEventPublisher:
     """Publishes with publisher confirms; each confirm wait has its own timeout and is retried.
 
-    A retry after a lost confirm can publish twice; ``message_id`` (the invoice id) lets the
-    payment service drop the copy.
+    A retry after a lost confirm can publish twice; ``message_id`` (the invoice id for an
+    invoice) lets the consumer drop the copy.
     """
 
     def __init__(
         self,
         channel: AbstractChannel,
-        invoices: AbstractExchange,
-        reports: AbstractExchange,
+        exchanges: dict[str, AbstractExchange],
         confirm_timeout: float,
-        attempts: int = 5,
+        attempts: int = 3,
     ) -> None:
         self._channel = channel
-        self._invoices = invoices
-        self._reports = reports
+        self._exchanges = exchanges
         self._confirm_timeout = confirm_timeout
         self._attempts = attempts
 
@@ -67,33 +64,25 @@ class AmqpEventPublisher:
     ) -> AmqpEventPublisher:
         channel = await connection.channel(publisher_confirms=True)
         await declare_coordinator_topology(channel, topology)
-        invoices = await channel.get_exchange(topology.invoices.name)
-        reports = await channel.get_exchange(topology.reports.name)
-        return cls(channel, invoices, reports, confirm_timeout)
+        exchanges = {
+            "invoices": await channel.get_exchange(topology.invoices.name),
+            "reports": await channel.get_exchange(topology.reports.name),
+        }
+        return cls(channel, exchanges, confirm_timeout)
 
     async def close(self) -> None:
         if not self._channel.is_closed:
             await self._channel.close()
 
-    async def publish_invoice(self, invoice: InvoiceIssued) -> None:
-        await self._publish(
-            self._invoices, ROUTING_INVOICE_ISSUED, invoice, str(invoice.invoice_id), mandatory=True
-        )
-
-    async def publish_report(self, report: ReportCompleted | ReportAborted) -> None:
-        key = ROUTING_REPORT_COMPLETED if isinstance(report, ReportCompleted) else ROUTING_REPORT_ABORTED
-        # Nobody has to listen to report events, so an unrouted one is fine.
-        await self._publish(self._reports, key, report, f"{report.report_id}/{key}", mandatory=False)
-
-    async def _publish(
-        self, exchange: AbstractExchange, routing_key: str, body: Message, message_id: str, mandatory: bool
-    ) -> None:
+    async def publish(self, event: Outgoing) -> None:
+        """Return once the broker confirmed ``event``; raise if it could not, after retries."""
+        exchange = self._exchanges[event.exchange]
         message = aio_pika.Message(
-            body.to_json(),
+            event.body,
             content_type=CONTENT_TYPE,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message_id,
-            type=type(body).__name__,
+            message_id=event.message_id,
+            type=event.message_type,
         )
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
@@ -104,10 +93,12 @@ class AmqpEventPublisher:
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     log.warning(
-                        "republishing %s (attempt %d)", message_id, attempt.retry_state.attempt_number
+                        "republishing %s (attempt %d)", event.message_id, attempt.retry_state.attempt_number
                     )
                 returned = await exchange.publish(
-                    message, routing_key, mandatory=mandatory, timeout=self._confirm_timeout
+                    message, event.routing_key, mandatory=event.mandatory, timeout=self._confirm_timeout
                 )
                 if isinstance(returned, DeliveredMessage):
-                    raise Unroutable(f"{message_id}: no queue is bound to {exchange.name} for {routing_key}")
+                    raise Unroutable(
+                        f"{event.message_id}: no queue is bound to {exchange.name} for {event.routing_key}"
+                    )

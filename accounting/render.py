@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from typing import Any
 
 from rich.table import Table
 
@@ -22,6 +23,8 @@ def report_table(run: ReportRun) -> Table:
     table.add_column("records", justify="right")
     table.add_column("reason")
     style = {ServiceState.OK: "green", ServiceState.FAILED: "red", ServiceState.WAITING: "yellow"}
+    for service, stored in run.carried.items():
+        table.add_row(service, "[green]ok[/]", str(stored.records), f"reused from {stored.carried_from}")
     for service, outcome in run.gather.services.items():
         table.add_row(
             service,
@@ -87,3 +90,55 @@ def invoice_lines_table(invoice: InvoiceIssued) -> Table:
             str(line.amount),
         )
     return table
+
+
+def reports_list_table(reports: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="Reports")
+    for column in ("period", "revision", "status", "total", "report_id", "updated"):
+        table.add_column(column, justify="right" if column in ("revision", "total") else "left")
+    for report in reports:
+        total = f"{report['total']} {report['currency']}" if report["total"] is not None else ""
+        table.add_row(
+            report["period"],
+            str(report["revision"]),
+            _status(report["status"]),
+            total,
+            report["report_id"],
+            report["updated_at"][:19],
+        )
+    return table
+
+
+def report_detail_tables(detail: dict[str, Any]) -> list[Table]:
+    total = f"{detail['total']} {detail['currency']}" if detail["total"] is not None else "—"
+    title = (
+        f"Report {detail['period']} rev {detail['revision']}: {detail['status'].upper()} "
+        f"({detail['records']} records, {detail['invoices']} invoices, total {total})"
+    )
+    services = Table(title=title)
+    for column in ("service", "state", "records", "reason"):
+        services.add_column(column, justify="right" if column == "records" else "left")
+    for service in detail["services"]:
+        reason = " ".join(filter(None, [service["reason_code"], service["reason"]]))
+        if service["carried_from"]:
+            reason = f"reused from {service['carried_from']}"
+        services.add_row(service["service"], _status(service["state"]), str(service["records"]), reason)
+    history = Table(title="Status history")
+    for column in ("at", "status", "reason"):
+        history.add_column(column)
+    for step in detail["history"]:
+        history.add_row(step["at"][:23], _status(step["status"]), step["reason"])
+    return [services, history]
+
+
+def outbox_table(pending: int, sent: int) -> Table:
+    table = Table(title="Outbox")
+    table.add_column("pending", justify="right")
+    table.add_column("sent", justify="right")
+    table.add_row(f"[yellow]{pending}[/]" if pending else "0", str(sent))
+    return table
+
+
+def _status(status: str) -> str:
+    colour = {"completed": "green", "ok": "green", "aborted": "red", "failed": "red"}.get(status, "yellow")
+    return f"[{colour}]{status}[/]"

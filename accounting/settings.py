@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     deadline_seconds: float = Field(default=30.0, gt=0, le=3600)
     rate_card: Path = Path("config/rate-card.toml")
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    store_url: str = "sqlite+aiosqlite:///var/reckon.sqlite3"
+    """SQLAlchemy async URL: SQLite by default, ``postgresql+asyncpg://user@host/db`` in production."""
+    relay: bool = True
+    """Relay the outbox from this process; false when a separate ``reckon relay`` does it."""
+    relay_poll_seconds: float = Field(default=1.0, gt=0)
+    resume_every_seconds: float = Field(default=15.0, gt=0)
+    """How often to look for reports abandoned by a coordinator that stopped or died."""
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    """On SIGTERM, how long a report in flight may take to finish before it is left to a restart."""
 
     @field_validator("services", mode="before")
     @classmethod
@@ -88,7 +97,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     class FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=path)
 
-    settings = Settings.model_validate(FromFile(**overrides).model_dump())
+    settings = Settings.model_validate(FromFile(**overrides).model_dump(exclude_unset=True))
     if path is not None and not settings.rate_card.is_absolute() and "rate_card" not in overrides:
         beside = path.parent / settings.rate_card
         if beside.is_file():

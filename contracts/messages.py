@@ -165,6 +165,8 @@ class InvoiceIssued(Message):
     lines: tuple[InvoiceLine, ...]
     subtotal: DecimalString
     total: DecimalString
+    supersedes: UUID | None = None
+    """The invoice this one corrects (a forced replay of a completed period); added in 1.1."""
 
 
 class InvoiceRef(Part):

@@ -67,7 +67,7 @@ class Topology:
     def dead_letter_exchange(self) -> ExchangeSpec:
         return ExchangeSpec(self._name("billing.dlx"), ExchangeKind.TOPIC)
 
-    def _quorum(self, name: str, exchange: ExchangeSpec, routing_key: str) -> QueueSpec:
+    def _quorum(self, name: str, exchange: ExchangeSpec, routing_key: str, **extra: Any) -> QueueSpec:
         return QueueSpec(
             name=self._name(name),
             exchange=exchange,
@@ -76,12 +76,19 @@ class Topology:
                 "x-queue-type": "quorum",
                 "x-dead-letter-exchange": self.dead_letter_exchange.name,
                 "x-delivery-limit": DELIVERY_LIMIT,
+                **extra,
             },
         )
 
     @property
     def period_closed_queue(self) -> QueueSpec:
-        return self._quorum("accounting.period-closed", self.periods, ROUTING_PERIOD_CLOSED)
+        """Single active consumer: of several coordinator replicas, one takes periods at a time."""
+        return self._quorum(
+            "accounting.period-closed",
+            self.periods,
+            ROUTING_PERIOD_CLOSED,
+            **{"x-single-active-consumer": True},
+        )
 
     @property
     def payments_queue(self) -> QueueSpec:

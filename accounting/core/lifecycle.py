@@ -17,11 +17,15 @@ class ReportStatus(StrEnum):
     ABORTED = "aborted"
 
 
+# A report being built (PENDING to PRICING) may go back to GATHERING: a coordinator that takes
+# over an abandoned report (its builder stopped or died) gathers again from the start.
 TRANSITIONS: dict[ReportStatus, frozenset[ReportStatus]] = {
     ReportStatus.PENDING: frozenset({ReportStatus.GATHERING, ReportStatus.ABORTED}),
-    ReportStatus.GATHERING: frozenset({ReportStatus.NORMALIZING, ReportStatus.ABORTED}),
-    ReportStatus.NORMALIZING: frozenset({ReportStatus.PRICING, ReportStatus.ABORTED}),
-    ReportStatus.PRICING: frozenset({ReportStatus.PUBLISHING, ReportStatus.ABORTED}),
+    ReportStatus.GATHERING: frozenset(
+        {ReportStatus.GATHERING, ReportStatus.NORMALIZING, ReportStatus.ABORTED}
+    ),
+    ReportStatus.NORMALIZING: frozenset({ReportStatus.GATHERING, ReportStatus.PRICING, ReportStatus.ABORTED}),
+    ReportStatus.PRICING: frozenset({ReportStatus.GATHERING, ReportStatus.PUBLISHING, ReportStatus.ABORTED}),
     ReportStatus.PUBLISHING: frozenset({ReportStatus.COMPLETED}),
     ReportStatus.COMPLETED: frozenset(),
     ReportStatus.ABORTED: frozenset(),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from uuid import UUID
 
+from accounting.core.corrections import supersede
 from accounting.core.invoices import InvoiceBatch, build_invoices
 from accounting.core.normalizer import Normalized, normalize
 from accounting.core.rate_card import RateCard
@@ -17,6 +19,7 @@ from contracts import (
     ReportAborted,
     ReportCompleted,
     UsageRecord,
+    UsageReply,
 )
 
 
@@ -57,7 +60,10 @@ def normalize_usage(
     return result if isinstance(result, Normalized) else aborted(key, result)
 
 
-def price(key: ReportKey, normalized: Normalized, card: RateCard) -> ReportOutcome:
+def price(
+    key: ReportKey, normalized: Normalized, card: RateCard, previous: Sequence[InvoiceIssued] = ()
+) -> ReportOutcome:
+    """Price every account; with ``previous`` (a completed revision's invoices) issue corrections."""
     batch = build_invoices(
         report_id=key.report_id,
         revision=key.revision,
@@ -68,19 +74,32 @@ def price(key: ReportKey, normalized: Normalized, card: RateCard) -> ReportOutco
     )
     if not isinstance(batch, InvoiceBatch):
         return aborted(key, batch)
-    return Completed(report=completed_message(key, batch, normalized.record_count), invoices=batch.invoices)
+    invoices = supersede(
+        batch.invoices, previous, report_id=key.report_id, revision=key.revision, period=key.period, card=card
+    )
+    return Completed(
+        report=completed_message(key, invoices, card, normalized.record_count), invoices=invoices
+    )
 
 
-def completed_message(key: ReportKey, batch: InvoiceBatch, record_count: int) -> ReportCompleted:
+def completed_message(
+    key: ReportKey, invoices: Sequence[InvoiceIssued], card: RateCard, record_count: int
+) -> ReportCompleted:
     return ReportCompleted(
         report_id=key.report_id,
         revision=key.revision,
         period=key.period,
-        currency=batch.currency,
+        currency=card.currency,
         invoices=tuple(
             InvoiceRef(invoice_id=invoice.invoice_id, account_id=invoice.account_id, total=invoice.total)
-            for invoice in batch.invoices
+            for invoice in invoices
         ),
-        total=batch.total,
+        total=sum((invoice.total for invoice in invoices), start=card.round_money(Decimal(0))),
         records=record_count,
     )
+
+
+def records_from_raw(raw: Sequence[str | bytes]) -> tuple[UsageRecord, ...]:
+    """The records of a stored service answer (its raw reply chunks), in chunk order."""
+    replies = sorted((UsageReply.from_json(body) for body in raw), key=lambda reply: reply.chunk.seq)
+    return tuple(record for reply in replies for record in reply.records)

@@ -103,7 +103,12 @@ def namespace(amqp_url: str) -> Iterator[str]:
 def test_separate_processes_complete_a_period_through_close_period(
     amqp_url: str, namespace: str, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "AMQP_URL": amqp_url, "RECKON_NAMESPACE": namespace}
+    env = {
+        **os.environ,
+        "AMQP_URL": amqp_url,
+        "RECKON_NAMESPACE": namespace,
+        "RECKON_STORE_URL": f"sqlite+aiosqlite:///{tmp_path}/reckon.sqlite3",
+    }
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for service in ("compute", "storage"):

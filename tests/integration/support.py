@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from accounting.app import CoordinatorApp, start_coordinator
 from accounting.coordinator import ReportRun
+from accounting.core.lifecycle import ReportStatus
 from accounting.core.rate_card import RateCard
 from accounting.settings import Settings
-from contracts import Period, Topology, UsageRecord
+from contracts import Period, PeriodClosed, Topology, UsageRecord
 from workers.sdk import Responder, UsageService, WorkerSettings
 
 TEST_CARD = RateCard.from_toml(
@@ -93,6 +95,23 @@ class RunningCoordinator:
         await asyncio.wait_for(self.report_done.wait(), timeout)
         return self.runs[-1]
 
+    async def run_period(self, period: Period) -> ReportRun:
+        """Accept and build revision 1 of ``period`` directly, as the consumer would."""
+        run = await self.app.coordinator.run_period(PeriodClosed.for_period(period, "test"))
+        assert run is not None, f"period {period.period_id} already had a report"
+        return run
+
+    async def status(self, run: ReportRun) -> ReportStatus:
+        record = await self.app.store.get(run.key.report_id)
+        assert record is not None
+        return record.status
+
+    async def wait_until(self, run: ReportRun, status: ReportStatus, timeout: float = 15) -> None:
+        async def reached() -> bool:
+            return await self.status(run) is status
+
+        await eventually(reached, timeout)
+
 
 @asynccontextmanager
 async def coordinator(
@@ -103,6 +122,7 @@ async def coordinator(
     deadline_seconds: float = 5.0,
     card: RateCard = TEST_CARD,
     consume: bool = True,
+    store_url: str | None = None,
 ) -> AsyncIterator[RunningCoordinator]:
     runs: list[ReportRun] = []
     done = asyncio.Event()
@@ -111,17 +131,21 @@ async def coordinator(
         runs.append(run)
         done.set()
 
-    settings = Settings(
-        amqp_url=amqp_url,
-        namespace=topology.namespace,
-        services=tuple(services),
-        deadline_seconds=deadline_seconds,
-    )
-    app = await start_coordinator(settings, card=card, consume=consume, on_report=on_report)
-    try:
-        yield RunningCoordinator(app, runs, done)
-    finally:
-        await app.close()
+    with tempfile.TemporaryDirectory(prefix="reckon-test-") as workdir:
+        settings = Settings(
+            amqp_url=amqp_url,
+            namespace=topology.namespace,
+            services=tuple(services),
+            deadline_seconds=deadline_seconds,
+            store_url=store_url or f"sqlite+aiosqlite:///{workdir}/reckon.sqlite3",
+            relay_poll_seconds=0.2,
+            shutdown_grace_seconds=1,
+        )
+        app = await start_coordinator(settings, card=card, consume=consume, on_report=on_report)
+        try:
+            yield RunningCoordinator(app, runs, done)
+        finally:
+            await app.close()
 
 
 @dataclass

@@ -66,7 +66,7 @@ async def test_worker_replying_error_aborts(
         serving(connection, topology, compute_service(), broken),
         coordinator(amqp_url, topology, ["compute", "broken"]) as running,
     ):
-        run = await running.app.coordinator.run_period(PERIOD)
+        run = await running.run_period(PERIOD)
 
     assert isinstance(run.outcome, Aborted)
     [reason] = run.outcome.report.reasons
@@ -83,7 +83,7 @@ async def test_slow_worker_aborts_at_the_deadline_and_its_late_reply_is_ignored(
         serving(connection, topology, compute_service(), slow),
         coordinator(amqp_url, topology, ["compute", "slow"], deadline_seconds=1.0) as running,
     ):
-        run = await running.app.coordinator.run_period(PERIOD)
+        run = await running.run_period(PERIOD)
         assert isinstance(run.outcome, Aborted)
         [reason] = run.outcome.report.reasons
         assert (reason.service, reason.code) == ("slow", AbortCode.DEADLINE)
@@ -102,7 +102,7 @@ async def test_invalid_reply_aborts_naming_the_field(
         serving(connection, topology, negative),
         coordinator(amqp_url, topology, ["compute"]) as running,
     ):
-        run = await running.app.coordinator.run_period(PERIOD)
+        run = await running.run_period(PERIOD)
 
     assert isinstance(run.outcome, Aborted)
     [reason] = run.outcome.report.reasons
@@ -118,7 +118,7 @@ async def test_unknown_unit_aborts_after_gathering(
         serving(connection, topology, odd),
         coordinator(amqp_url, topology, ["compute"]) as running,
     ):
-        run = await running.app.coordinator.run_period(PERIOD)
+        run = await running.run_period(PERIOD)
 
     assert isinstance(run.outcome, Aborted)
     [reason] = run.outcome.report.reasons
@@ -140,7 +140,7 @@ async def test_connection_lost_mid_gather_aborts_promptly(
     ):
         import asyncio
 
-        task = asyncio.create_task(running.app.coordinator.run_period(PERIOD))
+        task = asyncio.create_task(running.run_period(PERIOD))
         await eventually(lambda: bool(slow.calls))
         await running.app.gatherer.close()  # the reply channel goes away mid-gather
         run = await asyncio.wait_for(task, timeout=10)

@@ -107,10 +107,11 @@ async def test_a_period_produces_one_invoice_per_account_with_exact_totals(
         await eventually(lambda: len(payments.invoices) == 3)
         await invoice_events.wait_for(3)
         await payments.stop()
+        await running.wait_until(run, ReportStatus.COMPLETED)
+        history = await running.app.store.history(run.key.report_id)
 
     assert isinstance(run.outcome, Completed)
-    assert run.history.status is ReportStatus.COMPLETED
-    assert [t.status for t in run.history.transitions] == [
+    assert [t.status for t in history] == [
         ReportStatus.PENDING,
         ReportStatus.GATHERING,
         ReportStatus.NORMALIZING,
@@ -173,7 +174,7 @@ async def test_a_service_answering_in_chunks_is_reassembled(
         serving(connection, topology, compute, storage, chunk_size=1),
         coordinator(amqp_url, topology, ["compute", "storage"]) as running,
     ):
-        run = await running.app.coordinator.run_period(PERIOD)
+        run = await running.run_period(PERIOD)
 
     assert isinstance(run.outcome, Completed)
     assert run.records == {"compute": 6, "storage": 2}

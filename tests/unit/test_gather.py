@@ -19,7 +19,7 @@ from accounting.core.gather import (
     TransportLost,
     request_ids,
 )
-from contracts import AbortCode, AbortReason, Chunk, ServiceError, UsageRecord, UsageReply
+from contracts import SCHEMA_VERSION, AbortCode, AbortReason, Chunk, ServiceError, UsageRecord, UsageReply
 
 START = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
 DEADLINE = START + timedelta(seconds=30)
@@ -173,7 +173,9 @@ def test_bad_quantity_is_an_invalid_reply_naming_the_field_path(quantity: str, c
 
 
 def test_unknown_major_schema_version_is_an_invalid_reply() -> None:
-    payload = body("compute").replace(b'"schema_version":"1.0"', b'"schema_version":"2.0"')
+    payload = body("compute").replace(
+        f'"schema_version":"{SCHEMA_VERSION}"'.encode(), b'"schema_version":"2.0"'
+    )
     gather = new_gather()
     gather.handle(reply("compute", payload))
 

@@ -1,0 +1,54 @@
+"""Corrected invoices: a forced replay of a completed period supersedes what was issued before."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from uuid import UUID
+
+from accounting.core.rate_card import RateCard
+from contracts import InvoiceIssued, Period, invoice_id
+
+
+def supersede(
+    invoices: Sequence[InvoiceIssued],
+    previous: Sequence[InvoiceIssued],
+    *,
+    report_id: UUID,
+    revision: int,
+    period: Period,
+    card: RateCard,
+) -> tuple[InvoiceIssued, ...]:
+    """Each new invoice names the previous invoice of its account; an account that no longer has
+    usage gets an empty invoice superseding its old one, so every earlier invoice is corrected.
+    """
+    if not previous:
+        return tuple(invoices)
+    before = {invoice.account_id: invoice for invoice in previous}
+    covered = {invoice.account_id for invoice in invoices}
+    zero = card.round_money(Decimal(0))
+    corrected = [
+        invoice.model_copy(update={"supersedes": before[invoice.account_id].invoice_id})
+        if invoice.account_id in before
+        else invoice
+        for invoice in invoices
+    ]
+    corrected.extend(
+        InvoiceIssued.model_validate(
+            {
+                "invoice_id": invoice_id(account, period.period_id, revision),
+                "report_id": report_id,
+                "revision": revision,
+                "account_id": account,
+                "period": period,
+                "currency": card.currency,
+                "lines": (),
+                "subtotal": zero,
+                "total": zero,
+                "supersedes": old.invoice_id,
+            }
+        )
+        for account, old in sorted(before.items())
+        if account not in covered
+    )
+    return tuple(sorted(corrected, key=lambda invoice: invoice.account_id))

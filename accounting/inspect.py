@@ -1,0 +1,60 @@
+"""What operators inspect: reports, their history and per-service outcomes, invoices, the outbox.
+
+Plain JSON-ready dictionaries, rendered as Rich tables by the CLI or printed with ``--json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accounting.store.repository import ReportRecord, ReportStore
+
+
+def report_summary(record: ReportRecord) -> dict[str, Any]:
+    return {
+        "period": record.period.period_id,
+        "revision": record.revision,
+        "report_id": str(record.report_id),
+        "status": record.status.value,
+        "total": None if record.total is None else str(record.total),
+        "currency": record.currency,
+        "services": list(record.services),
+        "requested": list(record.requested),
+        "supersedes": None if record.supersedes is None else str(record.supersedes),
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+    }
+
+
+async def report_detail(store: ReportStore, record: ReportRecord) -> dict[str, Any]:
+    """Status history, per-service outcome and reason, record counts and totals of one report."""
+    replies = await store.replies(record.report_id)
+    invoices = await store.invoices(report_id=record.report_id)
+    return {
+        **report_summary(record),
+        "history": [
+            {"status": t.status.value, "at": t.at.isoformat(), "reason": t.reason}
+            for t in await store.history(record.report_id)
+        ],
+        "services": [
+            {
+                "service": service,
+                "state": reply.state if reply else "not asked",
+                "records": reply.records if reply else 0,
+                "reason_code": reply.reason_code if reply else None,
+                "reason": reply.reason if reply else None,
+                "carried_from": str(reply.carried_from) if reply and reply.carried_from else None,
+            }
+            for service in record.services
+            for reply in [replies.get(service)]
+        ],
+        "records": sum(reply.records for reply in replies.values()),
+        "invoices": len(invoices),
+    }
+
+
+async def find_report(store: ReportStore, period_id: str, revision: int | None) -> ReportRecord | None:
+    if revision is None:
+        return await store.latest(period_id)
+    matches = [record for record in await store.list_reports(period_id) if record.revision == revision]
+    return matches[0] if matches else None

@@ -1,0 +1,83 @@
+"""The outbox relay: publishes stored events, marks each sent only after the broker confirmed it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from accounting.publisher import RETRYABLE, AmqpEventPublisher, Unroutable
+from accounting.store.repository import ReportStore
+
+log = logging.getLogger("reckon.relay")
+
+
+class OutboxRelay:
+    """At-least-once delivery of the outbox, in the order rows were written.
+
+    A crash between a confirm and its ``mark_sent`` re-sends that row on the next start:
+    consumers drop the copy by ``message_id``. Connection loss is retried with exponential
+    backoff, forever, until the relay is stopped.
+    """
+
+    def __init__(
+        self,
+        store: ReportStore,
+        publisher: AmqpEventPublisher,
+        clock: Callable[[], datetime],
+        poll_seconds: float = 1.0,
+        batch: int = 100,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._clock = clock
+        self._poll_seconds = poll_seconds
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self.sent = 0
+
+    def wake(self) -> None:
+        """New rows were written: relay them now rather than at the next poll."""
+        self._wake.set()
+
+    async def flush(self) -> int:
+        """Publish every pending row once; returns how many were confirmed."""
+        confirmed = 0
+        while rows := await self._store.pending(self._batch):
+            for row in rows:
+                try:
+                    await self._publisher.publish(row)
+                except Unroutable as error:
+                    # Nothing routes it (payments.invoices deleted?): keep it, say so, try later.
+                    await self._store.mark_failed(row, str(error))
+                    log.error("outbox %s not delivered: %s", row.message_id, error)
+                    return confirmed
+                if await self._store.mark_sent(row, self._clock()):
+                    log.info("report %s completed: every event confirmed", row.report_id)
+                confirmed += 1
+                self.sent += 1
+        return confirmed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set; on start this resumes every row left unsent."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RETRYABLE),
+            wait=wait_exponential(multiplier=0.5, max=30),
+            before_sleep=lambda state: log.warning(
+                "relay: broker unavailable (%s); retrying",
+                state.outcome.exception() if state.outcome else "?",
+            ),
+        ):
+            with attempt:
+                while not stop.is_set():
+                    self._wake.clear()
+                    await self.flush()
+                    waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
+                    _, pending = await asyncio.wait(
+                        waiters, timeout=self._poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in pending:
+                        task.cancel()

@@ -1,0 +1,112 @@
+"""Operator replay: rebuild a period's report as a new revision, idempotently.
+
+``replay(period)`` asks every configured service again; ``replay(period, services=[S])`` asks only
+S and reuses the stored good replies of the others. A completed period is replayed only with
+``force``, and then issues corrected invoices that name the invoices they supersede.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from accounting.coordinator import LEASE_MARGIN, Coordinator, ReportRun
+from accounting.core.gather import ServiceState
+from accounting.core.lifecycle import ReportStatus
+from accounting.gatherer import utc_now
+from accounting.store.repository import ACTIVE, ReportExists, ReportRecord
+from contracts import report_id
+
+
+class ReplayRefused(Exception):
+    """The replay would be wrong or would duplicate one in progress; the message says why."""
+
+
+async def plan_replay(
+    coordinator: Coordinator, period_id: str, services: Sequence[str] = (), force: bool = False
+) -> ReportRecord:
+    """Check the replay against the stored report and commit its new revision (PENDING)."""
+    store = coordinator.store
+    latest = await store.latest(period_id)
+    if latest is None:
+        raise ReplayRefused(f"period {period_id} has no report to replay; close the period first")
+    if latest.status in ACTIVE:
+        raise ReplayRefused(
+            f"period {period_id} revision {latest.revision} is still being built ({latest.status}); "
+            "wait for it to finish"
+        )
+    if latest.status is ReportStatus.PUBLISHING:
+        raise ReplayRefused(
+            f"period {period_id} revision {latest.revision} is still publishing its invoices; "
+            "wait for the relay"
+        )
+    if services:
+        requested, configured = await _failed_services(coordinator, latest, services), latest.services
+        carried_from = latest.report_id
+    else:
+        if latest.status is ReportStatus.COMPLETED and not force:
+            raise ReplayRefused(
+                f"period {period_id} is completed (revision {latest.revision}); replaying it issues "
+                "corrected invoices that supersede the ones sent: run again with --force to do that"
+            )
+        requested = configured = coordinator.services
+        carried_from = None
+    completed = await store.latest_completed(period_id)
+    revision = latest.revision + 1
+    now = utc_now()
+    what = f"services {', '.join(services)}" if services else "every service"
+    try:
+        return await store.create_report(
+            report_id=report_id(period_id, revision),
+            period=latest.period,
+            revision=revision,
+            services=configured,
+            requested=requested,
+            at=now,
+            reason=f"replay of revision {latest.revision}: {what}" + (" (forced)" if force else ""),
+            owner=coordinator.owner,
+            lease_until=now + coordinator.deadline + LEASE_MARGIN,
+            carried_from=carried_from,
+            supersedes=None if completed is None else completed.report_id,
+        )
+    except ReportExists:
+        raise ReplayRefused(
+            f"a replay of period {period_id} is already running (revision {revision}); not starting another"
+        ) from None
+
+
+async def replay(
+    coordinator: Coordinator, period_id: str, services: Sequence[str] = (), force: bool = False
+) -> ReportRun:
+    """Plan and build the new revision."""
+    return await coordinator.build(await plan_replay(coordinator, period_id, services, force))
+
+
+async def _failed_services(
+    coordinator: Coordinator, latest: ReportRecord, services: Sequence[str]
+) -> tuple[str, ...]:
+    period_id = latest.period.period_id
+    if latest.status is not ReportStatus.ABORTED:
+        raise ReplayRefused(
+            f"--service replays the failed services of an aborted report; period {period_id} revision "
+            f"{latest.revision} is {latest.status} (replay every service with --force instead)"
+        )
+    unknown = sorted(set(services) - set(latest.services))
+    if unknown:
+        raise ReplayRefused(
+            f"not a service of period {period_id} revision {latest.revision}: {', '.join(unknown)} "
+            f"(its services: {', '.join(latest.services)})"
+        )
+    stored = await coordinator.store.replies(latest.report_id)
+    failed = {
+        service
+        for service in latest.services
+        if stored.get(service) is None or stored[service].state != ServiceState.OK
+    }
+    left_out = sorted(failed - set(services))
+    if left_out:
+        raise ReplayRefused(
+            f"revision {latest.revision} of period {period_id} also lacks a good reply from "
+            f"{', '.join(left_out)}: replay it too (--service {' --service '.join(left_out)}) "
+            "or replay every service"
+        )
+    return tuple(service for service in latest.services if service in services)

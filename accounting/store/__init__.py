@@ -1,0 +1,1 @@
+"""The accounting store: SQLAlchemy tables, Alembic migrations and the repository."""
