@@ -124,7 +124,9 @@ async def start_coordinator(
     try:
         publisher = await AmqpEventPublisher.create(connection, topology, settings.publish_timeout_seconds)
         gatherer = await UsageGatherer.create(connection, topology, settings.publish_timeout_seconds, clock)
-        relay = OutboxRelay(store, publisher, clock, settings.relay_poll_seconds)
+        relay = OutboxRelay(
+            store, publisher, clock, settings.relay_poll_seconds, settings.relay_claim_seconds
+        )
         coordinator = Coordinator(
             services=services,
             deadline=timedelta(seconds=settings.deadline_seconds),

@@ -457,7 +457,9 @@ def relay(config: ConfigOption = None) -> None:
                 publisher = await AmqpEventPublisher.create(
                     connection, Topology(settings.namespace), settings.publish_timeout_seconds
                 )
-                outbox_relay = OutboxRelay(store, publisher, utc_now, settings.relay_poll_seconds)
+                outbox_relay = OutboxRelay(
+                    store, publisher, utc_now, settings.relay_poll_seconds, settings.relay_claim_seconds
+                )
                 stop = asyncio.Event()
                 task = asyncio.create_task(outbox_relay.run(stop))
                 console.print("relay running")

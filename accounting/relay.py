@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -18,7 +18,8 @@ log = logging.getLogger("reckon.relay")
 class OutboxRelay:
     """At-least-once delivery of the outbox, in the order rows were written.
 
-    A crash between a confirm and its ``mark_sent`` re-sends that row on the next start:
+    Relays in several coordinators share the work by claiming whole reports' rows. A crash
+    between a confirm and its ``mark_sent`` re-sends that row once the claim runs out:
     consumers drop the copy by ``message_id``. Connection loss is retried with exponential
     backoff, forever, until the relay is stopped.
     """
@@ -29,13 +30,13 @@ class OutboxRelay:
         publisher: AmqpEventPublisher,
         clock: Callable[[], datetime],
         poll_seconds: float = 1.0,
-        batch: int = 100,
+        claim_seconds: float = 30.0,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._clock = clock
         self._poll_seconds = poll_seconds
-        self._batch = batch
+        self._claim = timedelta(seconds=claim_seconds)
         self._wake = asyncio.Event()
         self.sent = 0
 
@@ -44,9 +45,9 @@ class OutboxRelay:
         self._wake.set()
 
     async def flush(self) -> int:
-        """Publish every pending row once; returns how many were confirmed."""
+        """Publish every row this relay can claim; returns how many were confirmed."""
         confirmed = 0
-        while rows := await self._store.pending(self._batch):
+        while rows := await self._store.claim_pending(self._clock(), self._clock() + self._claim):
             for row in rows:
                 try:
                     await self._publisher.publish(row)

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     relay: bool = True
     """Relay the outbox from this process; false when a separate ``reckon relay`` does it."""
     relay_poll_seconds: float = Field(default=1.0, gt=0)
+    relay_claim_seconds: float = Field(default=30.0, gt=0)
+    """How long a relay holds unsent rows before another relay may take them over."""
     resume_every_seconds: float = Field(default=15.0, gt=0)
     """How often to look for reports abandoned by a coordinator that stopped or died."""
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)

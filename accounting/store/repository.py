@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -401,7 +401,7 @@ class ReportStore:
     # --- outbox --------------------------------------------------------------------------
 
     async def pending(self, limit: int = 100) -> list[OutboxRow]:
-        """Unsent rows, oldest first: the relay's work."""
+        """Unsent rows, oldest first (claimed or not)."""
         table = schema.outbox
         async with self.engine.connect() as connection:
             rows = (
@@ -409,20 +409,40 @@ class ReportStore:
                     select(table).where(table.c.sent_at.is_(None)).order_by(table.c.id).limit(limit)
                 )
             ).all()
-        return [
-            OutboxRow(
-                id=row.id,
-                report_id=UUID(row.report_id),
-                message_id=row.message_id,
-                exchange=row.exchange,
-                routing_key=row.routing_key,
-                message_type=row.message_type,
-                mandatory=row.mandatory,
-                body=row.body.encode(),
-                attempts=row.attempts,
+        return [_outbox_row(row) for row in rows]
+
+    async def claim_pending(self, now: datetime, until: datetime, reports: int = 10) -> list[OutboxRow]:
+        """Claim the unsent rows of the oldest reports with unsent rows nobody else holds.
+
+        A whole report at a time, so one relay publishes its invoices before its report event;
+        a claim that outlives ``until`` (its relay died) may be taken by another relay.
+        """
+        table = schema.outbox
+        free = and_(
+            table.c.sent_at.is_(None), or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
+        )
+        token = str(uuid4())
+        async with self.engine.begin() as connection:
+            oldest = (
+                select(table.c.report_id, func.min(table.c.id).label("first"))
+                .where(free)
+                .group_by(table.c.report_id)
+                .order_by("first")
+                .limit(reports)
+                .subquery()
             )
-            for row in rows
-        ]
+            report_ids = (await connection.execute(select(oldest.c.report_id))).scalars().all()
+            if not report_ids:
+                return []
+            await connection.execute(
+                update(table)
+                .where(free, table.c.report_id.in_(report_ids))
+                .values(claim=token, claimed_until=until)
+            )
+            rows = (
+                await connection.execute(select(table).where(table.c.claim == token).order_by(table.c.id))
+            ).all()
+        return [_outbox_row(row) for row in rows]
 
     async def mark_sent(self, row: OutboxRow, at: datetime) -> bool:
         """Mark a row sent after its confirm; completes its report when it was the last one.
@@ -434,7 +454,9 @@ class ReportStore:
             await connection.execute(
                 update(table)
                 .where(table.c.id == row.id)
-                .values(sent_at=at, attempts=table.c.attempts + 1, last_error=None)
+                .values(
+                    sent_at=at, attempts=table.c.attempts + 1, last_error=None, claim=None, claimed_until=None
+                )
             )
             left = (
                 await connection.execute(
@@ -576,6 +598,20 @@ def _report(row: Row[Any]) -> ReportRecord:
         lease_until=row.lease_until,
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+def _outbox_row(row: Row[Any]) -> OutboxRow:
+    return OutboxRow(
+        id=row.id,
+        report_id=UUID(row.report_id),
+        message_id=row.message_id,
+        exchange=row.exchange,
+        routing_key=row.routing_key,
+        message_type=row.message_type,
+        mandatory=row.mandatory,
+        body=row.body.encode(),
+        attempts=row.attempts,
     )
 
 

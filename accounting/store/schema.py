@@ -132,4 +132,6 @@ outbox = Table(
     Column("sent_at", UtcDateTime, nullable=True, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
+    Column("claim", String(36), nullable=True),
+    Column("claimed_until", UtcDateTime, nullable=True),
 )

@@ -74,6 +74,8 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("claim", sa.String(length=36), nullable=True),
+        sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["report_id"], ["reports.report_id"], name=op.f("fk_outbox_report_id_reports")
         ),
