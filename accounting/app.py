@@ -31,13 +31,24 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def open_store(url: str) -> ReportStore:
-    """Open the store, creating a SQLite file's directory first."""
-    if url.startswith("sqlite") and ":///" in url:
-        path = Path(url.split(":///", 1)[1])
-        if str(path) not in ("", ":memory:"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-    return await ReportStore.open(url)
+async def open_store(url: str, *, create: bool = True) -> ReportStore:
+    """Open the store and migrate it; with ``create=False`` (inspection) a missing SQLite file is
+    an error rather than a new empty store, and nothing is migrated."""
+    path = sqlite_path(url)
+    if path is not None:
+        if not create and not path.is_file():
+            raise FileNotFoundError(
+                f"no store at {path}: check RECKON_STORE_URL, or create one with `reckon db upgrade`"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return await ReportStore.open(url, migrate=create)
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1]
+    return None if path in ("", ":memory:") else Path(path)
 
 
 @dataclass

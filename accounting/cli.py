@@ -279,12 +279,14 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
-def store_command(config: Path | None, work: Callable[[ReportStore], Awaitable[T]]) -> T:
+def store_command(
+    config: Path | None, work: Callable[[ReportStore], Awaitable[T]], create: bool = False
+) -> T:
     """Open the store named by the settings, run ``work`` on it, close it."""
     settings = settings_from(config)
 
     async def main() -> T:
-        store = await open_store(settings.store_url)
+        store = await open_store(settings.store_url, create=create)
         try:
             return await work(store)
         finally:
@@ -292,8 +294,14 @@ def store_command(config: Path | None, work: Callable[[ReportStore], Awaitable[T
 
     try:
         return run(main())
+    except FileNotFoundError as error:
+        fail(str(error))
     except (OSError, SQLAlchemyError) as error:
-        fail(f"store {redact_url(settings.store_url)}: {error}")
+        detail = str(getattr(error, "orig", None) or error).splitlines()[0]
+        fail(
+            f"store {redact_url(settings.store_url)}: {detail} "
+            "(is it a Reckon store? `reckon db upgrade` creates one)"
+        )
 
 
 reports_app = typer.Typer(help="Inspect stored reports.", no_args_is_help=True)
@@ -322,7 +330,7 @@ def reports_list(
 @reports_app.command("show")
 def reports_show(
     period: Annotated[str, typer.Argument(help="The period, e.g. 2026-10.")],
-    revision: Annotated[int | None, typer.Option(help="A revision; default the newest.")] = None,
+    revision: Annotated[int | None, typer.Option(min=1, help="A revision; default the newest.")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -334,7 +342,7 @@ def reports_show(
 
     detail = store_command(config, work)
     if detail is None:
-        fail(f"no report for period {period}" + (f" revision {revision}" if revision else ""))
+        fail(f"no report for period {period}" + ("" if revision is None else f" revision {revision}"))
     if as_json:
         print_json(detail)
         return
@@ -384,7 +392,7 @@ def db_upgrade(config: ConfigOption = None) -> None:
     async def work(_store: ReportStore) -> None:
         return None
 
-    store_command(config, work)
+    store_command(config, work, create=True)
     console.print("store schema is up to date")
 
 

@@ -129,13 +129,17 @@ class Coordinator:
 
     async def resume_abandoned(self) -> list[asyncio.Task[ReportRun]]:
         """Take over reports whose builder stopped or died, and build them again from the gather."""
+        return [self.start_building(record) for record in await self.claim_abandoned()]
+
+    async def claim_abandoned(self, period_id: str | None = None) -> list[ReportRecord]:
         now = self._clock()
-        claimed = await self.store.claim_abandoned(self.owner, now, now + self.deadline + LEASE_MARGIN)
+        lease = now + self.deadline + LEASE_MARGIN
+        claimed = await self.store.claim_abandoned(self.owner, now, lease, period_id)
         for record in claimed:
             log.warning(
                 "report %s period %s: resuming an abandoned report", record.report_id, record.period.period_id
             )
-        return [self.start_building(record) for record in claimed]
+        return claimed
 
     async def build(self, record: ReportRecord) -> ReportRun:
         key = ReportKey(record.report_id, record.revision, record.period)

@@ -39,6 +39,12 @@ class Outgoing(Protocol):
     def body(self) -> bytes: ...
 
 
+class Publisher(Protocol):
+    """Where the relay sends outbox rows: the broker, or a fake in tests."""
+
+    async def publish(self, event: Outgoing) -> None: ...
+
+
 class AmqpEventPublisher:
     """Publishes with publisher confirms; each confirm wait has its own timeout and is retried.
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from accounting.publisher import RETRYABLE, AmqpEventPublisher, Unroutable
+from accounting.publisher import RETRYABLE, Publisher, Unroutable
 from accounting.store.repository import ReportStore
 
 log = logging.getLogger("reckon.relay")
@@ -27,7 +27,7 @@ class OutboxRelay:
     def __init__(
         self,
         store: ReportStore,
-        publisher: AmqpEventPublisher,
+        publisher: Publisher,
         clock: Callable[[], datetime],
         poll_seconds: float = 1.0,
         claim_seconds: float = 30.0,
@@ -48,12 +48,16 @@ class OutboxRelay:
         """Publish every row this relay can claim; returns how many were confirmed."""
         confirmed = 0
         while rows := await self._store.claim_pending(self._clock(), self._clock() + self._claim):
-            for row in rows:
+            for position, row in enumerate(rows):
                 try:
                     await self._publisher.publish(row)
+                except RETRYABLE:
+                    await self._store.release_claims(rows[position:])
+                    raise
                 except Unroutable as error:
                     # Nothing routes it (payments.invoices deleted?): keep it, say so, try later.
                     await self._store.mark_failed(row, str(error))
+                    await self._store.release_claims(rows[position + 1 :])
                     log.error("outbox %s not delivered: %s", row.message_id, error)
                     return confirmed
                 if await self._store.mark_sent(row, self._clock()):

@@ -64,7 +64,7 @@ def invoices_table(invoices: Iterable[InvoiceIssued], title: str = "Invoices") -
         totals[invoice.currency] = totals.get(invoice.currency, Decimal(0)) + invoice.total
         table.add_row(
             invoice.account_id,
-            str(invoice.invoice_id)[:8] + "…",
+            str(invoice.invoice_id),
             str(len(invoice.lines)),
             f"{invoice.total} {invoice.currency}",
         )

@@ -39,18 +39,18 @@ async def plan_replay(
             f"period {period_id} revision {latest.revision} is still publishing its invoices; "
             "wait for the relay"
         )
+    completed = await store.latest_completed(period_id)
     if services:
         requested, configured = await _failed_services(coordinator, latest, services), latest.services
         carried_from = latest.report_id
     else:
-        if latest.status is ReportStatus.COMPLETED and not force:
-            raise ReplayRefused(
-                f"period {period_id} is completed (revision {latest.revision}); replaying it issues "
-                "corrected invoices that supersede the ones sent: run again with --force to do that"
-            )
         requested = configured = coordinator.services
         carried_from = None
-    completed = await store.latest_completed(period_id)
+    if completed is not None and not force:
+        raise ReplayRefused(
+            f"period {period_id} has invoices issued by revision {completed.revision} (completed); "
+            "replaying it issues corrected invoices that supersede them: run again with --force to do that"
+        )
     revision = latest.revision + 1
     now = utc_now()
     what = f"services {', '.join(services)}" if services else "every service"
@@ -77,7 +77,11 @@ async def plan_replay(
 async def replay(
     coordinator: Coordinator, period_id: str, services: Sequence[str] = (), force: bool = False
 ) -> ReportRun:
-    """Plan and build the new revision."""
+    """Plan and build the new revision; first finish a revision that its builder abandoned
+    (a replay or coordinator that died), which is what the operator is waiting for."""
+    abandoned = await coordinator.claim_abandoned(period_id)
+    if abandoned:
+        return await coordinator.build(abandoned[0])
     return await coordinator.build(await plan_replay(coordinator, period_id, services, force))
 
 

@@ -175,6 +175,7 @@ class ReportStore:
         return None if row is None else _report(row)
 
     async def latest_completed(self, period_id: str) -> ReportRecord | None:
+        """The newest revision whose invoices were issued (PUBLISHING or COMPLETED)."""
         async with self.engine.connect() as connection:
             row = (
                 await connection.execute(
@@ -222,11 +223,13 @@ class ReportStore:
 
     # --- leases: which coordinator is building a report ----------------------------------
 
-    async def claim_abandoned(self, owner: str, now: datetime, lease_until: datetime) -> list[ReportRecord]:
+    async def claim_abandoned(
+        self, owner: str, now: datetime, lease_until: datetime, period_id: str | None = None
+    ) -> list[ReportRecord]:
         """Take over reports still being built whose builder's lease ran out (or was released)."""
         table = schema.reports
         claimed: list[ReportRecord] = []
-        for record in await self._active():
+        for record in await self._active(period_id):
             if record.lease_until is not None and record.lease_until > now and record.owner is not None:
                 continue
             async with self.engine.begin() as connection:
@@ -236,6 +239,9 @@ class ReportStore:
                         table.c.report_id == str(record.report_id),
                         table.c.updated_at == record.updated_at,
                         table.c.status.in_([status.value for status in ACTIVE]),
+                        or_(
+                            table.c.owner.is_(None), table.c.lease_until.is_(None), table.c.lease_until <= now
+                        ),
                     )
                     .values(owner=owner, lease_until=lease_until, updated_at=now)
                 )
@@ -254,15 +260,16 @@ class ReportStore:
                 .values(owner=None, lease_until=None, updated_at=at)
             )
 
-    async def _active(self) -> list[ReportRecord]:
+    async def _active(self, period_id: str | None = None) -> list[ReportRecord]:
+        query = (
+            select(schema.reports)
+            .where(schema.reports.c.status.in_([status.value for status in ACTIVE]))
+            .order_by(schema.reports.c.created_at)
+        )
+        if period_id is not None:
+            query = query.where(schema.reports.c.period_id == period_id)
         async with self.engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(schema.reports)
-                    .where(schema.reports.c.status.in_([status.value for status in ACTIVE]))
-                    .order_by(schema.reports.c.created_at)
-                )
-            ).all()
+            rows = (await connection.execute(query)).all()
         return [_report(row) for row in rows]
 
     # --- raw replies ---------------------------------------------------------------------
@@ -418,14 +425,14 @@ class ReportStore:
         a claim that outlives ``until`` (its relay died) may be taken by another relay.
         """
         table = schema.outbox
-        free = and_(
-            table.c.sent_at.is_(None), or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
-        )
+        unsent = table.c.sent_at.is_(None)
+        free = and_(unsent, or_(table.c.claimed_until.is_(None), table.c.claimed_until < now))
+        held = select(table.c.report_id).where(unsent, table.c.claimed_until >= now)
         token = str(uuid4())
         async with self.engine.begin() as connection:
             oldest = (
                 select(table.c.report_id, func.min(table.c.id).label("first"))
-                .where(free)
+                .where(free, table.c.report_id.not_in(held))
                 .group_by(table.c.report_id)
                 .order_by("first")
                 .limit(reports)
@@ -451,6 +458,15 @@ class ReportStore:
         """
         table = schema.outbox
         async with self.engine.begin() as connection:
+            # Lock the report first: concurrent marks of its last rows then count one after the
+            # other, so exactly one of them sees none left (PostgreSQL reads committed data only).
+            status = (
+                await connection.execute(
+                    select(schema.reports.c.status)
+                    .where(schema.reports.c.report_id == str(row.report_id))
+                    .with_for_update()
+                )
+            ).scalar_one()
             await connection.execute(
                 update(table)
                 .where(table.c.id == row.id)
@@ -465,11 +481,6 @@ class ReportStore:
                     .where(table.c.report_id == str(row.report_id), table.c.sent_at.is_(None))
                 )
             ).scalar_one()
-            status = (
-                await connection.execute(
-                    select(schema.reports.c.status).where(schema.reports.c.report_id == str(row.report_id))
-                )
-            ).scalar_one()
             if left == 0 and status == ReportStatus.PUBLISHING:
                 await _transition(
                     connection,
@@ -482,12 +493,26 @@ class ReportStore:
         return False
 
     async def mark_failed(self, row: OutboxRow, error: str) -> None:
+        """Keep the row unsent, note why, and hand it back for the next attempt."""
         table = schema.outbox
         async with self.engine.begin() as connection:
             await connection.execute(
                 update(table)
                 .where(table.c.id == row.id)
-                .values(attempts=table.c.attempts + 1, last_error=error[:2000])
+                .values(
+                    attempts=table.c.attempts + 1, last_error=error[:2000], claim=None, claimed_until=None
+                )
+            )
+
+    async def release_claims(self, rows: Iterable[OutboxRow]) -> None:
+        """Hand unsent rows back at once (the relay lost its broker) instead of at claim expiry."""
+        table = schema.outbox
+        ids = [row.id for row in rows]
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(table)
+                .where(table.c.id.in_(ids), table.c.sent_at.is_(None))
+                .values(claim=None, claimed_until=None)
             )
 
     async def outbox_counts(self) -> OutboxCounts:

@@ -372,8 +372,9 @@ def test_work_queues_are_quorum_queues_that_dead_letter_after_a_delivery_limit()
         "x-delivery-limit": DELIVERY_LIMIT,
     }
 
-    for queue in (topology.period_closed_queue, topology.usage_queue("compute"), topology.payments_queue):
+    for queue in (topology.usage_queue("compute"), topology.payments_queue):
         assert queue.arguments == expected, queue.name
+    assert topology.period_closed_queue.arguments == {**expected, "x-single-active-consumer": True}
     assert topology.dead_letters_queue.arguments == {"x-queue-type": "quorum"}
 
 
