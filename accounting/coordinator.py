@@ -37,6 +37,9 @@ from contracts import InvoiceIssued, PeriodClosed, Topology, UsageRecord, report
 
 log = logging.getLogger("reckon.coordinator")
 
+NOT_ASKED = "not asked"
+"""Stored state of a service whose request was never sent: the report aborted first."""
+
 LEASE_MARGIN = timedelta(seconds=60)
 """How long past its deadline a report may take to normalize, price and store before another
 coordinator may take it over as abandoned."""
@@ -159,7 +162,10 @@ class Coordinator:
         )
         await self.store.save_replies(
             key.report_id,
-            [*map(_stored, gather.services.values()), *carried.values()],
+            [
+                *(_stored(outcome, outcome.service in gather.sent) for outcome in gather.services.values()),
+                *carried.values(),
+            ],
             self._clock(),
         )
         outcome = await self._settle(key, record, gather, carried)
@@ -236,11 +242,11 @@ class Coordinator:
         log.info("report %s period %s → %s: %s", key.report_id, key.period.period_id, status, reason)
 
 
-def _stored(outcome: ServiceOutcome) -> StoredReply:
+def _stored(outcome: ServiceOutcome, asked: bool) -> StoredReply:
     return StoredReply(
         service=outcome.service,
-        request_id=outcome.request_id,
-        state=outcome.state.value,
+        request_id=outcome.request_id if asked or outcome.state is not ServiceState.WAITING else None,
+        state=outcome.state.value if asked or outcome.state is not ServiceState.WAITING else NOT_ASKED,
         reason_code=outcome.reason.code.value if outcome.reason else None,
         reason=outcome.reason.message if outcome.reason else None,
         records=len(outcome.records),

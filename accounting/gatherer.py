@@ -180,6 +180,7 @@ class UsageGatherer:
             if isinstance(returned, DeliveredMessage):
                 feed(RequestReturned(request_id, _reply_text(returned), self._clock()))
             else:
+                machine.request_sent(service)
                 log.info("report %s: asked %s (%s)", report_id, service, request_id)
 
     async def _wait(

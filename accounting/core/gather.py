@@ -104,6 +104,8 @@ class Gather:
         }
         self._by_request = {outcome.request_id: outcome for outcome in self.services.values()}
         self.ignored: Counter[Ignored] = Counter()
+        self.sent: set[str] = set()
+        """Services whose request the broker accepted; a fail-fast abort can leave some unasked."""
         self.transport_reason: AbortReason | None = None
         self._settled_at: datetime | None = None
 
@@ -134,6 +136,10 @@ class Gather:
     @property
     def expected(self) -> int:
         return len(self.services)
+
+    def request_sent(self, service: str) -> None:
+        """The shell published this service's request (for the audit: asked, or never asked)."""
+        self.sent.add(service)
 
     def records(self) -> dict[str, tuple[UsageRecord, ...]]:
         """The complete inventory of every service (meaningful once the status is COMPLETE)."""

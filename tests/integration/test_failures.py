@@ -149,3 +149,20 @@ async def test_connection_lost_mid_gather_aborts_promptly(
     [reason] = run.outcome.report.reasons
     assert reason.code is AbortCode.TRANSPORT_LOST
     assert reason.service is None
+
+
+async def test_services_not_yet_asked_when_the_report_aborts_are_stored_as_not_asked(
+    amqp_url: str, connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    compute = compute_service()
+    async with (
+        serving(connection, topology, compute),
+        coordinator(amqp_url, topology, ["ghost", "compute"]) as running,
+    ):
+        run = await running.run_period(PERIOD)
+        stored = await running.app.store.replies(run.key.report_id)
+
+    assert isinstance(run.outcome, Aborted)
+    assert (stored["ghost"].state, stored["ghost"].reason_code) == ("failed", "unroutable")
+    assert (stored["compute"].state, stored["compute"].request_id) == ("not asked", None)
+    assert compute.calls == []
