@@ -6,7 +6,14 @@ import asyncio
 from collections.abc import Iterable
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 
 from contracts import ExchangeSpec, QueueSpec, Topology
 from contracts.broker import broker_unavailable
@@ -62,3 +69,38 @@ async def delete_topology(channel: AbstractChannel, topology: Topology, services
         await channel.queue_delete(queue.name)
     for exchange in topology.exchanges():
         await channel.exchange_delete(exchange.name)
+
+
+class QueueConsumer:
+    """Consumes one of the queues the coordinator owns, on a channel of its own.
+
+    Subclasses implement ``on_message``; ``stop`` cancels the consumer and closes the channel and
+    is safe to call twice.
+    """
+
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._tag: str | None = None
+
+    @staticmethod
+    async def open_queue(
+        connection: AbstractConnection, topology: Topology, spec: QueueSpec, prefetch: int
+    ) -> tuple[AbstractChannel, AbstractQueue]:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        await declare_coordinator_topology(channel, topology)
+        return channel, await channel.get_queue(spec.name)
+
+    async def begin(self) -> None:
+        self._tag = await self._queue.consume(self.on_message)
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._tag is not None and not self._channel.is_closed:
+            await self._queue.cancel(self._tag)
+        self._tag = None
+        if not self._channel.is_closed:
+            await self._channel.close()

@@ -17,7 +17,7 @@ from uuid import UUID
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
-from accounting.broker import declare_coordinator_topology
+from accounting.broker import QueueConsumer
 from accounting.core.gather import Gather, GatherStatus, ServiceOutcome, ServiceState
 from accounting.core.lifecycle import ReportHistory, ReportStatus
 from accounting.core.normalizer import Normalized
@@ -263,7 +263,7 @@ def _log_failure(task: asyncio.Task[ReportRun]) -> None:
         )
 
 
-class PeriodConsumer:
+class PeriodConsumer(QueueConsumer):
     """Consumes ``accounting.period-closed`` (single active consumer across replicas).
 
     An event is acknowledged once its report row is committed; the report is then built in the
@@ -271,10 +271,8 @@ class PeriodConsumer:
     """
 
     def __init__(self, coordinator: Coordinator, channel: AbstractChannel, queue: AbstractQueue) -> None:
+        super().__init__(channel, queue)
         self._coordinator = coordinator
-        self._channel = channel
-        self._queue = queue
-        self._tag: str | None = None
         self.handled = 0
         """PeriodClosed events acknowledged, duplicates included."""
 
@@ -282,21 +280,10 @@ class PeriodConsumer:
     async def start(
         cls, connection: AbstractConnection, topology: Topology, coordinator: Coordinator
     ) -> PeriodConsumer:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=1)
-        await declare_coordinator_topology(channel, topology)
-        queue = await channel.get_queue(topology.period_closed_queue.name)
+        channel, queue = await cls.open_queue(connection, topology, topology.period_closed_queue, prefetch=1)
         consumer = cls(coordinator, channel, queue)
-        consumer._tag = await queue.consume(consumer.on_message)
+        await consumer.begin()
         return consumer
-
-    async def stop(self) -> None:
-        """Stop taking periods; safe to call twice."""
-        if self._tag is not None and not self._channel.is_closed:
-            await self._queue.cancel(self._tag)
-        self._tag = None
-        if not self._channel.is_closed:
-            await self._channel.close()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -9,7 +9,7 @@ from uuid import UUID
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
-from accounting.broker import declare_coordinator_topology
+from accounting.broker import QueueConsumer
 from contracts import InvoiceIssued, Topology
 
 log = logging.getLogger("reckon.payments")
@@ -17,7 +17,7 @@ log = logging.getLogger("reckon.payments")
 InvoiceCallback = Callable[[InvoiceIssued], None]
 
 
-class PaymentConsumer:
+class PaymentConsumer(QueueConsumer):
     """Consumes ``payments.invoices``. Every invoice is handled once, however often it is delivered.
 
     The seen-set lives in memory here; a real payment service keeps it in its own database, in
@@ -25,10 +25,8 @@ class PaymentConsumer:
     """
 
     def __init__(self, channel: AbstractChannel, queue: AbstractQueue, on_invoice: InvoiceCallback) -> None:
-        self._channel = channel
-        self._queue = queue
+        super().__init__(channel, queue)
         self._on_invoice = on_invoice
-        self._tag: str | None = None
         self.invoices: dict[UUID, InvoiceIssued] = {}
         self.duplicates = 0
         self.rejected = 0
@@ -40,20 +38,10 @@ class PaymentConsumer:
         topology: Topology,
         on_invoice: InvoiceCallback = lambda _invoice: None,
     ) -> PaymentConsumer:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=50)
-        await declare_coordinator_topology(channel, topology)
-        queue = await channel.get_queue(topology.payments_queue.name)
+        channel, queue = await cls.open_queue(connection, topology, topology.payments_queue, prefetch=50)
         consumer = cls(channel, queue, on_invoice)
-        consumer._tag = await queue.consume(consumer.on_message)
+        await consumer.begin()
         return consumer
-
-    async def stop(self) -> None:
-        if self._tag is not None and not self._channel.is_closed:
-            await self._queue.cancel(self._tag)
-        self._tag = None
-        if not self._channel.is_closed:
-            await self._channel.close()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         try:
