@@ -98,13 +98,19 @@ class CoordinatorApp:
                 if report in unfinished:
                     log.warning("report %s left unfinished; the next coordinator resumes it", report_id)
                     await self.store.release(report_id, utc_now())
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        self._background.clear()
+        # The relay and the resume loop see the stop and end after their current step; cancelling
+        # them mid-transaction could leave a SQLite write lock behind until the busy timeout.
+        if self._background:
+            _, stuck = await asyncio.wait(self._background, timeout=self.settings.shutdown_grace_seconds + 10)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._background.clear()
         if self.settings.relay:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.relay.flush(), timeout=self.settings.shutdown_grace_seconds)
+            try:
+                await self.relay.flush()
+            except Exception:
+                log.exception("relay could not flush before shutdown; the next start relays what is left")
         await self.gatherer.close()
         await self.publisher.close()
         await self.connection.close()

@@ -57,19 +57,20 @@ class UsageGatherer:
 
     def __init__(
         self,
-        channel: AbstractChannel,
-        reply_queue: AbstractQueue,
+        connection: AbstractConnection,
         topology: Topology,
         publish_timeout: float,
         clock: Clock,
     ) -> None:
-        self._channel = channel
-        self._reply_queue = reply_queue
+        self._connection = connection
         self._topology = topology
         self._publish_timeout = publish_timeout
         self._clock = clock
+        self._channel: AbstractChannel | None = None
+        self._reply_queue: AbstractQueue | None = None
         self._routes: OrderedDict[str, tuple[Gather, asyncio.Event]] = OrderedDict()
         self._closed_reason: str | None = None
+        self._shut_down = False
         self.unknown_replies = 0
 
     @classmethod
@@ -80,17 +81,42 @@ class UsageGatherer:
         publish_timeout: float = 10.0,
         clock: Clock = utc_now,
     ) -> UsageGatherer:
-        channel = await connection.channel(publisher_confirms=True)
-        reply_queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        gatherer = cls(channel, reply_queue, topology, publish_timeout, clock)
-        await channel.declare_exchange(topology.usage.name, topology.usage.kind, durable=True)
-        channel.close_callbacks.add(gatherer._on_closed)
+        gatherer = cls(connection, topology, publish_timeout, clock)
         connection.close_callbacks.add(gatherer._on_closed)
-        await reply_queue.consume(gatherer._on_reply, no_ack=True)
+        await gatherer._open()
         return gatherer
 
+    @property
+    def channel(self) -> AbstractChannel | None:
+        """The channel of the current reply queue (None before the first open)."""
+        return self._channel
+
+    async def _open(self) -> tuple[AbstractChannel, AbstractQueue]:
+        """A fresh channel and reply queue: at start, and after the broker closed the last ones."""
+        channel = await self._connection.channel(publisher_confirms=True)
+        reply_queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        await channel.declare_exchange(self._topology.usage.name, self._topology.usage.kind, durable=True)
+        channel.close_callbacks.add(self._on_closed)
+        await reply_queue.consume(self._on_reply, no_ack=True)
+        self._channel, self._reply_queue, self._closed_reason = channel, reply_queue, None
+        return channel, reply_queue
+
+    async def _ready(self) -> tuple[AbstractChannel, AbstractQueue]:
+        if self._shut_down:
+            raise TransportClosed("the gatherer is closed")
+        if (
+            self._channel is None
+            or self._reply_queue is None
+            or self._channel.is_closed
+            or self._closed_reason
+        ):
+            log.warning("reply channel was closed (%s); opening a new one", self._closed_reason or "closed")
+            return await self._open()
+        return self._channel, self._reply_queue
+
     async def close(self) -> None:
-        if not self._channel.is_closed:
+        self._shut_down = True
+        if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
     def _on_closed(self, _sender: Any, error: BaseException | None = None) -> None:
@@ -134,9 +160,8 @@ class UsageGatherer:
         for request_id in requests.values():
             self._routes[request_id] = (machine, changed)
         try:
-            if self._closed_reason is not None or self._channel.is_closed:
-                raise TransportClosed(self._closed_reason or "channel closed")
-            await self._send(report_id, period, requests, deadline, machine, feed)
+            channel, reply_queue = await self._ready()
+            await self._send(channel, reply_queue, report_id, period, requests, deadline, machine, feed)
             await self._wait(machine, changed, feed, on_progress)
         except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError, TransportClosed) as error:
             feed(TransportLost(f"{type(error).__name__}: {error}", self._clock()))
@@ -149,6 +174,8 @@ class UsageGatherer:
 
     async def _send(
         self,
+        channel: AbstractChannel,
+        reply_queue: AbstractQueue,
         report_id: uuid.UUID,
         period: Period,
         requests: dict[str, str],
@@ -156,7 +183,7 @@ class UsageGatherer:
         machine: Gather,
         feed: Callable[[GatherEvent], None],
     ) -> None:
-        exchange = await self._channel.get_exchange(self._topology.usage.name, ensure=False)
+        exchange = await channel.get_exchange(self._topology.usage.name, ensure=False)
         for service, request_id in requests.items():
             if machine.done:
                 return
@@ -169,7 +196,7 @@ class UsageGatherer:
                     content_type=CONTENT_TYPE,
                     correlation_id=request_id,
                     message_id=request_id,
-                    reply_to=self._reply_queue.name,
+                    reply_to=reply_queue.name,
                     expiration=max(deadline - self._clock(), _MIN_EXPIRATION),
                     timestamp=self._clock(),
                 ),

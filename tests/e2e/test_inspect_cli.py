@@ -135,7 +135,7 @@ def test_reports_show_json_of_an_aborted_period_names_the_unroutable_service(sto
     assert list(services) == ["ghost", "compute"]
     assert (services["ghost"]["state"], services["ghost"]["reason_code"]) == ("failed", "unroutable")
     assert "no queue is bound for service 'ghost'" in services["ghost"]["reason"]
-    assert (services["compute"]["state"], services["compute"]["records"]) == ("waiting", 0)
+    assert (services["compute"]["state"], services["compute"]["records"]) == ("not asked", 0)
     assert (detail["records"], detail["invoices"], detail["total"]) == (0, 0, None)
 
 

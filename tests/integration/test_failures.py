@@ -7,7 +7,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from accounting.core.gather import Ignored
 from accounting.core.lifecycle import ReportStatus
-from accounting.core.report import Aborted
+from accounting.core.report import Aborted, Completed
 from accounting.scheduler import close_period
 from contracts import AbortCode, Period, Topology
 from tests.integration.support import (
@@ -166,3 +166,19 @@ async def test_services_not_yet_asked_when_the_report_aborts_are_stored_as_not_a
     assert (stored["ghost"].state, stored["ghost"].reason_code) == ("failed", "unroutable")
     assert (stored["compute"].state, stored["compute"].request_id) == ("not asked", None)
     assert compute.calls == []
+
+
+async def test_after_the_reply_channel_is_lost_the_next_report_opens_a_new_one(
+    amqp_url: str, connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    async with (
+        serving(connection, topology, compute_service()),
+        coordinator(amqp_url, topology, ["compute"]) as running,
+    ):
+        channel = running.app.gatherer.channel
+        assert channel is not None
+        await channel.close()  # as when the broker closes it
+        run = await running.run_period(PERIOD)
+
+    assert isinstance(run.outcome, Completed)
+    assert running.app.gatherer.channel is not channel
