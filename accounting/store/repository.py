@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import Row, Select, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -153,41 +153,30 @@ class ReportStore:
         return record
 
     async def get(self, report_id: UUID) -> ReportRecord | None:
-        async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(schema.reports).where(schema.reports.c.report_id == str(report_id))
-                )
-            ).one_or_none()
-        return None if row is None else _report(row)
+        return await self._first(select(schema.reports).where(schema.reports.c.report_id == str(report_id)))
 
     async def latest(self, period_id: str) -> ReportRecord | None:
         """The newest revision of a period's report."""
-        async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(schema.reports)
-                    .where(schema.reports.c.period_id == period_id)
-                    .order_by(schema.reports.c.revision.desc())
-                    .limit(1)
-                )
-            ).one_or_none()
-        return None if row is None else _report(row)
+        return await self._first(
+            select(schema.reports)
+            .where(schema.reports.c.period_id == period_id)
+            .order_by(schema.reports.c.revision.desc())
+        )
 
     async def latest_completed(self, period_id: str) -> ReportRecord | None:
         """The newest revision whose invoices were issued (PUBLISHING or COMPLETED)."""
+        return await self._first(
+            select(schema.reports)
+            .where(
+                schema.reports.c.period_id == period_id,
+                schema.reports.c.status.in_([ReportStatus.COMPLETED, ReportStatus.PUBLISHING]),
+            )
+            .order_by(schema.reports.c.revision.desc())
+        )
+
+    async def _first(self, query: Select[Any]) -> ReportRecord | None:
         async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(schema.reports)
-                    .where(
-                        schema.reports.c.period_id == period_id,
-                        schema.reports.c.status.in_([ReportStatus.COMPLETED, ReportStatus.PUBLISHING]),
-                    )
-                    .order_by(schema.reports.c.revision.desc())
-                    .limit(1)
-                )
-            ).one_or_none()
+            row = (await connection.execute(query.limit(1))).one_or_none()
         return None if row is None else _report(row)
 
     async def list_reports(self, period_id: str | None = None) -> list[ReportRecord]:
