@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from aio_pika.abc import AbstractRobustConnection
+from sqlalchemy.exc import SQLAlchemyError
 
 from accounting.broker import connect
 from accounting.coordinator import Coordinator, PeriodConsumer, ReportRun
@@ -23,6 +24,7 @@ from accounting.relay import OutboxRelay
 from accounting.settings import Settings, load_rate_card
 from accounting.store.repository import ReportStore
 from contracts import Topology
+from contracts.broker import redact_url
 
 log = logging.getLogger("reckon.app")
 
@@ -41,7 +43,15 @@ async def open_store(url: str, *, create: bool = True) -> ReportStore:
                 f"no store at {path}: check RECKON_STORE_URL, or create one with `reckon db upgrade`"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-    return await ReportStore.open(url, migrate=create)
+    try:
+        return await ReportStore.open(url, migrate=create)
+    except (OSError, SQLAlchemyError) as error:
+        detail = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise StoreUnavailable(f"the store at {redact_url(url)} could not be opened: {detail}") from error
+
+
+class StoreUnavailable(RuntimeError):
+    """The store did not answer or could not be migrated; the message names it (without password)."""
 
 
 def sqlite_path(url: str) -> Path | None:

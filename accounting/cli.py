@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
-from accounting.app import open_store, start_coordinator
+from accounting.app import StoreUnavailable, open_store, start_coordinator
 from accounting.broker import BrokerUnavailable, connect
 from accounting.coordinator import ReportRun
 from accounting.core.gather import Gather
@@ -91,10 +91,10 @@ def card_from(settings: Settings) -> RateCard:
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; a broker that does not answer gives one clear line and exit code 2."""
+    """Run a coroutine; a broker or store that does not answer gives one clear line and exit code 2."""
     try:
         return asyncio.run(coroutine)
-    except BrokerUnavailable as error:
+    except (BrokerUnavailable, StoreUnavailable) as error:
         fail(str(error))
 
 

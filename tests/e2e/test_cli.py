@@ -146,3 +146,20 @@ def test_separate_processes_complete_a_period_through_close_period(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "completed" in result.stdout
+
+
+def test_a_store_that_does_not_answer_gives_one_clear_line() -> None:
+    result = reckon(
+        "coordinator",
+        "--config",
+        "config/reckon.toml",
+        env={"RECKON_STORE_URL": "postgresql+asyncpg://reckon:secret@127.0.0.1:1/reckon"},
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        "the store at postgresql+asyncpg://reckon:***@127.0.0.1:1/reckon could not be opened" in result.stderr
+    )
+    assert "secret" not in result.stderr
