@@ -178,7 +178,12 @@ class Coordinator:
                 f"{len(outcome.invoices)} invoices, total {outcome.report.total} {outcome.report.currency}"
             )
             await self.store.finish_completed(
-                key.report_id, outcome.invoices, outcome.report, self._clock(), total
+                key.report_id,
+                outcome.invoices,
+                outcome.report,
+                self._clock(),
+                total,
+                rate_card=self.card.model_dump(mode="json"),
             )
             log.info("report %s period %s → publishing: %s", key.report_id, key.period.period_id, total)
         if self._on_stored is not None:

@@ -5,6 +5,8 @@ Plain JSON-ready dictionaries, rendered as Rich tables by the CLI or printed wit
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from accounting.store.repository import ReportRecord, ReportStore
@@ -21,6 +23,7 @@ def report_summary(record: ReportRecord) -> dict[str, Any]:
         "services": list(record.services),
         "requested": list(record.requested),
         "supersedes": None if record.supersedes is None else str(record.supersedes),
+        "rate_card_sha256": None if record.rate_card is None else card_digest(record.rate_card),
         "created_at": record.created_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
     }
@@ -50,7 +53,13 @@ async def report_detail(store: ReportStore, record: ReportRecord) -> dict[str, A
         ],
         "records": sum(reply.records for reply in replies.values()),
         "invoices": len(invoices),
+        "rate_card": record.rate_card,
     }
+
+
+def card_digest(card: dict[str, Any]) -> str:
+    """A short fingerprint of the rate card a revision was priced with, to compare revisions."""
+    return hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest()[:16]
 
 
 async def find_report(store: ReportStore, period_id: str, revision: int | None) -> ReportRecord | None:

@@ -111,9 +111,10 @@ def reports_list_table(reports: Sequence[dict[str, Any]]) -> Table:
 
 def report_detail_tables(detail: dict[str, Any]) -> list[Table]:
     total = f"{detail['total']} {detail['currency']}" if detail["total"] is not None else "—"
+    card = f", rate card {detail['rate_card_sha256']}" if detail["rate_card_sha256"] else ""
     title = (
         f"Report {detail['period']} rev {detail['revision']}: {detail['status'].upper()} "
-        f"({detail['records']} records, {detail['invoices']} invoices, total {total})"
+        f"({detail['records']} records, {detail['invoices']} invoices, total {total}{card})"
     )
     services = Table(title=title)
     for column in ("service", "state", "records", "reason"):

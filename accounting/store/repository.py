@@ -6,7 +6,7 @@ their outbox rows, say) are one method.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -51,6 +51,8 @@ class ReportRecord:
     supersedes: UUID | None
     currency: str | None
     total: Decimal | None
+    rate_card: dict[str, Any] | None
+    """The rate card that priced this revision, as it was then."""
     owner: str | None
     lease_until: datetime | None
     created_at: datetime
@@ -319,8 +321,11 @@ class ReportStore:
         completed: ReportCompleted,
         at: datetime,
         reason: str,
+        *,
+        rate_card: Mapping[str, Any] | None = None,
     ) -> None:
-        """PRICING → PUBLISHING: the invoices, their outbox rows and ReportCompleted's, together."""
+        """PRICING → PUBLISHING: the invoices, their outbox rows and ReportCompleted's, together,
+        with the rate card that priced them."""
         async with self.engine.begin() as connection:
             for invoice in invoices:
                 await connection.execute(
@@ -358,7 +363,11 @@ class ReportStore:
             await connection.execute(
                 update(schema.reports)
                 .where(schema.reports.c.report_id == str(report_id))
-                .values(currency=completed.currency, total=str(completed.total))
+                .values(
+                    currency=completed.currency,
+                    total=str(completed.total),
+                    rate_card=None if rate_card is None else dict(rate_card),
+                )
             )
             await _transition(connection, report_id, ReportStatus.PUBLISHING, at, reason)
 
@@ -608,6 +617,7 @@ def _report(row: Row[Any]) -> ReportRecord:
         supersedes=_uuid(row.supersedes),
         currency=row.currency,
         total=None if row.total is None else Decimal(row.total),
+        rate_card=row.rate_card,
         owner=row.owner,
         lease_until=row.lease_until,
         created_at=row.created_at,

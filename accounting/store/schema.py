@@ -70,6 +70,7 @@ reports = Table(
     Column("supersedes", String(36), nullable=True),
     Column("currency", String(3), nullable=True),
     Column("total", String(40), nullable=True),
+    Column("rate_card", JSON, nullable=True),
     Column("owner", String(128), nullable=True),
     Column("lease_until", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),

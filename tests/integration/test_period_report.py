@@ -20,7 +20,7 @@ from accounting.core.report import Completed
 from accounting.payments import PaymentConsumer
 from accounting.scheduler import close_period
 from contracts import Period, Topology, invoice_id
-from tests.integration.support import coordinator, eventually, listening, serving
+from tests.integration.support import TEST_CARD, coordinator, eventually, listening, serving
 from workers.compute.service import ComputeService
 from workers.compute.store import ComputeStore
 from workers.compute.usage import InstanceEvent
@@ -109,6 +109,7 @@ async def test_a_period_produces_one_invoice_per_account_with_exact_totals(
         await payments.stop()
         await running.wait_until(run, ReportStatus.COMPLETED)
         history = await running.app.store.history(run.key.report_id)
+        stored = await running.app.store.get(run.key.report_id)
 
     assert isinstance(run.outcome, Completed)
     assert [t.status for t in history] == [
@@ -133,6 +134,8 @@ async def test_a_period_produces_one_invoice_per_account_with_exact_totals(
     assert {line.item: line.quantity for line in received["acct-c"].lines} == {"vcpu": 0, "memory": 0}
 
     assert payments.duplicates == 0
+    assert stored is not None
+    assert stored.rate_card == TEST_CARD.model_dump(mode="json")
     assert Decimal(completed["total"]) == Decimal("127.79")
     assert {ref["account_id"] for ref in completed["invoices"]} == set(EXPECTED_TOTALS)
     assert {p["message_id"] for p in invoice_events.properties} == {

@@ -163,6 +163,7 @@ async def test_create_report_round_trips_every_field_with_utc_times(store: Repor
         supersedes=superseded,
         currency=None,
         total=None,
+        rate_card=None,
         owner="coordinator-a",
         lease_until=datetime(2026, 11, 1, 0, 35, 0, 999999, tzinfo=UTC),
         created_at=datetime(2026, 11, 1, 0, 5, 0, 123456, tzinfo=UTC),
@@ -839,3 +840,14 @@ async def test_latest_completed_is_none_when_every_revision_aborted(store: Repor
     await store.finish_aborted(record.report_id, aborted(), minutes(1), "deadline")
 
     assert await store.latest_completed("2026-10") is None
+
+
+async def test_the_rate_card_that_priced_a_revision_is_kept_with_it(store: ReportStore) -> None:
+    record, invoices, done = await priced_report(store)
+    card = {"currency": "EUR", "minor_units": 2, "items": {"vcpu": {"unit": "vCPU-hour"}}}
+
+    await store.finish_completed(record.report_id, invoices, done, minutes(10), "priced", rate_card=card)
+
+    finished = await store.get(record.report_id)
+    assert finished is not None
+    assert finished.rate_card == card

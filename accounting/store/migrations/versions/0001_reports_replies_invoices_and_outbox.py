@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("supersedes", sa.String(length=36), nullable=True),
         sa.Column("currency", sa.String(length=3), nullable=True),
         sa.Column("total", sa.String(length=40), nullable=True),
+        sa.Column("rate_card", sa.JSON(), nullable=True),
         sa.Column("owner", sa.String(length=128), nullable=True),
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
