@@ -48,7 +48,11 @@ class OutboxRelay:
         """Publish every row this relay can claim; returns how many were confirmed."""
         confirmed = 0
         while rows := await self._store.claim_pending(self._clock(), self._clock() + self._claim):
+            renew_at = self._clock() + self._claim / 2
             for position, row in enumerate(rows):
+                if row.claim is not None and self._clock() >= renew_at:
+                    await self._store.extend_claim(row.claim, self._clock() + self._claim)
+                    renew_at = self._clock() + self._claim / 2
                 try:
                     await self._publisher.publish(row)
                 except RETRYABLE:

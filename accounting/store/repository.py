@@ -84,6 +84,8 @@ class OutboxRow:
     mandatory: bool
     body: bytes
     attempts: int
+    claim: str | None = None
+    """The token of the relay claim this row was handed out under."""
 
 
 @dataclass(frozen=True)
@@ -502,6 +504,16 @@ class ReportStore:
                 )
             )
 
+    async def extend_claim(self, claim: str, until: datetime) -> None:
+        """Keep holding a claim's unsent rows: a large report takes longer than one claim period."""
+        table = schema.outbox
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(table)
+                .where(table.c.claim == claim, table.c.sent_at.is_(None))
+                .values(claimed_until=until)
+            )
+
     async def release_claims(self, rows: Iterable[OutboxRow]) -> None:
         """Hand unsent rows back at once (the relay lost its broker) instead of at claim expiry."""
         table = schema.outbox
@@ -636,6 +648,7 @@ def _outbox_row(row: Row[Any]) -> OutboxRow:
         mandatory=row.mandatory,
         body=row.body.encode(),
         attempts=row.attempts,
+        claim=row.claim,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.publisher import Outgoing, Unroutable
@@ -90,3 +91,26 @@ async def test_an_unroutable_invoice_stays_pending_and_holds_back_the_rest_of_it
     publisher.unroutable.clear()
     assert await relay(store, publisher).flush() == 3
     assert publisher.confirmed[0] == first
+
+
+async def test_a_relay_slower_than_its_claim_renews_it_so_no_other_relay_takes_the_report(
+    store: ReportStore,
+) -> None:
+    record, _, _ = await publishing_report(store)
+    now = [minutes(20)]
+    rival_took: list[int] = []
+
+    class SlowPublisher(FlakyPublisher):
+        async def publish(self, event: Outgoing) -> None:
+            now[0] += timedelta(seconds=20)  # each confirm takes 20 s of a 30 s claim
+            rival_took.extend(
+                row.id for row in await store.claim_pending(now[0], now[0] + timedelta(seconds=30))
+            )
+            await super().publish(event)
+
+    publisher = SlowPublisher()
+    slow = OutboxRelay(store, publisher, clock=lambda: now[0], claim_seconds=30)
+
+    assert await slow.flush() == 3
+    assert rival_took == []
+    assert await status(store, record.report_id) is ReportStatus.COMPLETED
