@@ -118,7 +118,9 @@ class CoordinatorApp:
             self._background.clear()
         if self.settings.relay:
             try:
-                await self.relay.flush()
+                await self.relay.flush(
+                    until=utc_now() + timedelta(seconds=self.settings.shutdown_grace_seconds)
+                )
             except Exception:
                 log.exception("relay could not flush before shutdown; the next start relays what is left")
         await self.gatherer.close()

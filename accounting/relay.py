@@ -44,12 +44,16 @@ class OutboxRelay:
         """New rows were written: relay them now rather than at the next poll."""
         self._wake.set()
 
-    async def flush(self) -> int:
-        """Publish every row this relay can claim; returns how many were confirmed."""
+    async def flush(self, until: datetime | None = None) -> int:
+        """Publish every row this relay can claim, stopping between rows at ``until`` (shutdown);
+        returns how many were confirmed."""
         confirmed = 0
         while rows := await self._store.claim_pending(self._clock(), self._clock() + self._claim):
             renew_at = self._clock() + self._claim / 2
             for position, row in enumerate(rows):
+                if until is not None and self._clock() >= until:
+                    await self._store.release_claims(rows[position:])
+                    return confirmed
                 if row.claim is not None and self._clock() >= renew_at:
                     await self._store.extend_claim(row.claim, self._clock() + self._claim)
                     renew_at = self._clock() + self._claim / 2

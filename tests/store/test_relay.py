@@ -114,3 +114,22 @@ async def test_a_relay_slower_than_its_claim_renews_it_so_no_other_relay_takes_t
     assert await slow.flush() == 3
     assert rival_took == []
     assert await status(store, record.report_id) is ReportStatus.COMPLETED
+
+
+async def test_a_flush_with_a_time_limit_stops_between_rows_and_hands_the_rest_back(
+    store: ReportStore,
+) -> None:
+    record, _, _ = await publishing_report(store)
+    now = [minutes(20)]
+
+    class SlowPublisher(FlakyPublisher):
+        async def publish(self, event: Outgoing) -> None:
+            now[0] += timedelta(seconds=5)
+            await super().publish(event)
+
+    publisher = SlowPublisher()
+    stopping = OutboxRelay(store, publisher, clock=lambda: now[0])
+
+    assert await stopping.flush(until=minutes(20) + timedelta(seconds=8)) == 2
+    [left] = await store.claim_pending(now[0], now[0] + timedelta(seconds=30))
+    assert left.message_id == f"{record.report_id}/report.completed"
