@@ -7,7 +7,7 @@ their outbox rows, say) are one method.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -84,8 +84,8 @@ class OutboxRow:
     mandatory: bool
     body: bytes
     attempts: int
-    claim: str | None = None
-    """The token of the relay claim this row was handed out under."""
+    claim: str | None = field(default=None, compare=False)
+    """The token of the relay claim this row was handed out under (not part of the row's identity)."""
 
 
 @dataclass(frozen=True)
