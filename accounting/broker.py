@@ -71,6 +71,13 @@ async def delete_topology(channel: AbstractChannel, topology: Topology, services
         await channel.exchange_delete(exchange.name)
 
 
+async def delete_namespace(url: str, topology: Topology, services: Iterable[str]) -> None:
+    """Connect and delete a namespace's queues and exchanges (demo and test clean-up)."""
+    connection = await connect(url)
+    async with connection:
+        await delete_topology(await connection.channel(), topology, services)
+
+
 class QueueConsumer:
     """Consumes one of the queues the coordinator owns, on a channel of its own.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -207,16 +207,7 @@ class Coordinator:
             return {}
         stored = await self.store.replies(record.carried_from)
         return {
-            service: StoredReply(
-                service=service,
-                request_id=reply.request_id,
-                state=reply.state,
-                reason_code=None,
-                reason=None,
-                records=reply.records,
-                raw=reply.raw,
-                carried_from=record.carried_from,
-            )
+            service: replace(reply, carried_from=record.carried_from)
             for service, reply in stored.items()
             if service not in record.requested and reply.state == ServiceState.OK
         }
@@ -248,10 +239,11 @@ class Coordinator:
 
 
 def _stored(outcome: ServiceOutcome, asked: bool) -> StoredReply:
+    never_asked = not asked and outcome.state is ServiceState.WAITING
     return StoredReply(
         service=outcome.service,
-        request_id=outcome.request_id if asked or outcome.state is not ServiceState.WAITING else None,
-        state=outcome.state.value if asked or outcome.state is not ServiceState.WAITING else NOT_ASKED,
+        request_id=None if never_asked else outcome.request_id,
+        state=NOT_ASKED if never_asked else outcome.state.value,
         reason_code=outcome.reason.code.value if outcome.reason else None,
         reason=outcome.reason.message if outcome.reason else None,
         records=len(outcome.records),

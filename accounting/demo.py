@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from accounting.app import start_coordinator
-from accounting.broker import connect, delete_topology
+from accounting.broker import delete_namespace
 from accounting.coordinator import ReportRun
 from accounting.core.gather import Gather
 from accounting.core.lifecycle import ReportHistory, ReportStatus
@@ -170,7 +170,7 @@ async def run_demo(
         result = DemoResult(run, tuple(payments.invoices.values()), payments.duplicates)
     finally:
         await app.close()
-        await remove_namespace(settings.amqp_url, topology, services)
+        await delete_namespace(settings.amqp_url, topology, services)
     show(result, console)
     return result
 
@@ -196,12 +196,6 @@ def show(result: DemoResult, console: Console) -> None:
         f"(of {len(summary.invoices)} issued, {result.duplicates} duplicates dropped), "
         f"total {summary.total} {summary.currency}"
     )
-
-
-async def remove_namespace(amqp_url: str, topology: Topology, services: Sequence[str]) -> None:
-    connection = await connect(amqp_url)
-    async with connection:
-        await delete_topology(await connection.channel(), topology, services)
 
 
 def demo_namespace() -> str:

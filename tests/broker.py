@@ -6,12 +6,9 @@ import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
 
 import aio_pika
 
-from accounting.broker import delete_topology
-from contracts import Topology
 from contracts.broker import DEFAULT_AMQP_URL, broker_unavailable
 
 
@@ -42,10 +39,3 @@ def probe(url: str) -> BaseException | None:
 
 def unavailable_message(url: str, error: BaseException) -> str:
     return broker_unavailable(url, error) + " (No Docker engine either, so testcontainers cannot start one.)"
-
-
-async def delete_namespace(url: str, topology: Topology, services: Iterable[str]) -> None:
-    """Delete every queue and exchange a test may have declared under its namespace prefix."""
-    connection = await aio_pika.connect(url, timeout=5)
-    async with connection:
-        await delete_topology(await connection.channel(), topology, services)

@@ -13,8 +13,9 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from accounting.broker import delete_namespace
 from contracts import Topology
-from tests.broker import configured_url, delete_namespace, docker_available, probe, unavailable_message
+from tests.broker import configured_url, docker_available, probe, unavailable_message
 
 TEST_SERVICES = ("compute", "storage", "ghost", "broken", "slow", "echo", "chunky")
 

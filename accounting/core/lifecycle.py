@@ -36,6 +36,12 @@ class IllegalTransition(RuntimeError):
     pass
 
 
+def check_transition(report_id: object, current: ReportStatus, status: ReportStatus) -> None:
+    """Raise ``IllegalTransition`` unless the table allows ``current → status``."""
+    if status not in TRANSITIONS[current]:
+        raise IllegalTransition(f"report {report_id}: {current} → {status} is not allowed")
+
+
 @dataclass(frozen=True)
 class Transition:
     status: ReportStatus
@@ -59,8 +65,7 @@ class ReportHistory:
         return self.transitions[-1].status
 
     def move(self, status: ReportStatus, at: datetime, reason: str = "") -> Transition:
-        if status not in TRANSITIONS[self.status]:
-            raise IllegalTransition(f"report {self.report_id}: {self.status} → {status} is not allowed")
+        check_transition(self.report_id, self.status, status)
         transition = Transition(status, at, reason)
         self.transitions.append(transition)
         return transition

@@ -17,7 +17,7 @@ from sqlalchemy import Row, Select, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from accounting.core.lifecycle import TRANSITIONS, IllegalTransition, ReportStatus, Transition
+from accounting.core.lifecycle import IllegalTransition, ReportStatus, Transition, check_transition
 from accounting.store import schema
 from accounting.store.migrate import upgrade
 from contracts import (
@@ -563,8 +563,7 @@ async def _transition(
     ).scalar_one_or_none()
     if current is None:
         raise LookupError(f"no report {report_id}")
-    if status not in TRANSITIONS[ReportStatus(current)]:
-        raise IllegalTransition(f"report {report_id}: {current} → {status} is not allowed")
+    check_transition(report_id, ReportStatus(current), status)
     values: dict[str, object] = {"status": status.value, "updated_at": at}
     if status not in ACTIVE:
         values.update(owner=None, lease_until=None)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from accounting.broker import delete_namespace
 from contracts import Topology
-from tests.broker import delete_namespace
 
 pytestmark = pytest.mark.integration
 

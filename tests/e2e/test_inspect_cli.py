@@ -23,9 +23,9 @@ from typing import Any
 import aio_pika
 import pytest
 
+from accounting.broker import delete_namespace
 from accounting.core.lifecycle import ReportStatus
 from contracts import Period, Topology, invoice_id, report_id
-from tests.broker import delete_namespace
 from tests.integration.support import StaticService, coordinator, eventually, record, serving
 
 pytestmark = pytest.mark.integration
