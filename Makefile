@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Reckon needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -27,6 +27,12 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Not part of `make test`: ratios against aio-pika's RPC pattern and raw confirmed publishing, and
+# a period end to end at 10,000 and 100,000 accounts on SQLite and PostgreSQL (tens of minutes the
+# first time, while the sub-services' stores are seeded into var/bench). See docs/benchmarks.md.
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache var

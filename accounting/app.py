@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,17 +24,21 @@ from accounting.publisher import AmqpEventPublisher
 from accounting.relay import OutboxRelay
 from accounting.settings import Settings, load_rate_card
 from accounting.store.repository import ReportStore
+from accounting.supervisor import TaskHealth, supervise
 from contracts import Topology
 from contracts.broker import redact_url
 
 log = logging.getLogger("reckon.app")
 
+CONSUMER_CHECK_SECONDS = 5.0
+
 
 def instance_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Unique per coordinator object, not just per process: two in one process never share a lease."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-async def open_store(url: str, *, create: bool = True) -> ReportStore:
+async def open_store(url: str, *, create: bool = True, busy_timeout: float = 30.0) -> ReportStore:
     """Open the store and migrate it; with ``create=False`` (inspection) a missing SQLite file is
     an error rather than a new empty store, and nothing is migrated."""
     path = sqlite_path(url)
@@ -44,7 +49,7 @@ async def open_store(url: str, *, create: bool = True) -> ReportStore:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return await ReportStore.open(url, migrate=create)
+        return await ReportStore.open(url, migrate=create, busy_timeout=busy_timeout)
     except (OSError, SQLAlchemyError) as error:
         detail = str(getattr(error, "orig", None) or error).splitlines()[0]
         raise StoreUnavailable(f"the store at {redact_url(url)} could not be opened: {detail}") from error
@@ -71,27 +76,66 @@ class CoordinatorApp:
     gatherer: UsageGatherer
     relay: OutboxRelay
     consumer: PeriodConsumer | None = None
+    resumer: TaskHealth = field(default_factory=lambda: TaskHealth("resume abandoned reports"))
+    period_consumer: TaskHealth = field(default_factory=lambda: TaskHealth("period consumer"))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop_consuming: asyncio.Event = field(default_factory=asyncio.Event)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
+    @property
+    def health(self) -> list[TaskHealth]:
+        """Every supervised task of this coordinator, for logs and readiness."""
+        tasks = [self.resumer, self.period_consumer]
+        return [self.relay.health, *tasks] if self.settings.relay else tasks
+
     def start_background(self) -> None:
-        """The relay (when enabled) and the periodic take-over of abandoned reports."""
+        """The relay (when enabled) and the periodic take-over of abandoned reports, supervised."""
         if self.settings.relay:
             self._background.append(asyncio.create_task(self.relay.run(self._stop), name="outbox relay"))
-        self._background.append(asyncio.create_task(self._resume_loop(), name="resume abandoned"))
+        self._background.append(
+            asyncio.create_task(
+                supervise(self.resumer, self._resume_loop, self._stop), name="resume abandoned"
+            )
+        )
+
+    async def start_consuming(self, topology: Topology) -> None:
+        """Take PeriodClosed events, supervised: a consumer whose channel is gone is started again."""
+        self.consumer = await PeriodConsumer.start(self.connection, topology, self.coordinator)
+        self._background.append(
+            asyncio.create_task(
+                supervise(self.period_consumer, lambda: self._watch_consumer(topology), self._stop_consuming),
+                name="period consumer",
+            )
+        )
+
+    async def _watch_consumer(self, topology: Topology) -> None:
+        if self.consumer is None:
+            self.consumer = await PeriodConsumer.start(self.connection, topology, self.coordinator)
+        closed_checks = 0
+        while not self._stop_consuming.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_consuming.wait(), CONSUMER_CHECK_SECONDS)
+            # A robust channel reopens itself after a channel error or a reconnect; one that stays
+            # closed for two checks in a row is replaced.
+            closed_checks = closed_checks + 1 if self.consumer.closed else 0
+            if closed_checks >= 2:
+                consumer, self.consumer = self.consumer, None
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise ConnectionError("the PeriodClosed consumer's channel stayed closed")
+            self.period_consumer.ok()
 
     async def _resume_loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                await self.coordinator.resume_abandoned()
-            except Exception:
-                log.exception("looking for abandoned reports failed; trying again later")
+            await self.coordinator.resume_abandoned()
+            self.resumer.ok()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.resume_every_seconds)
 
     async def close(self) -> None:
         """Graceful shutdown: stop taking periods, let the report in flight finish within the grace
         period or leave it for a restart to resume, flush the relay, close; safe to call twice."""
+        self._stop_consuming.set()
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
@@ -107,7 +151,7 @@ class CoordinatorApp:
             for report_id, report in building.items():
                 if report in unfinished:
                     log.warning("report %s left unfinished; the next coordinator resumes it", report_id)
-                    await self.store.release(report_id, utc_now())
+                    await self.store.release(report_id, utc_now(), owner=self.coordinator.owner)
         # The relay and the resume loop see the stop and end after their current step; cancelling
         # them mid-transaction could leave a SQLite write lock behind until the busy timeout.
         if self._background:
@@ -144,7 +188,7 @@ async def start_coordinator(
     services = settings.require_services()
     card = card or load_rate_card(settings.rate_card)
     topology = Topology(settings.namespace)
-    store = await open_store(settings.store_url)
+    store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
     try:
         connection = await connect(settings.amqp_url)
     except BaseException:
@@ -152,9 +196,16 @@ async def start_coordinator(
         raise
     try:
         publisher = await AmqpEventPublisher.create(connection, topology, settings.publish_timeout_seconds)
-        gatherer = await UsageGatherer.create(connection, topology, settings.publish_timeout_seconds, clock)
+        gatherer = await UsageGatherer.create(
+            connection, topology, settings.publish_timeout_seconds, clock, settings.reply_prefetch
+        )
         relay = OutboxRelay(
-            store, publisher, clock, settings.relay_poll_seconds, settings.relay_claim_seconds
+            store,
+            publisher,
+            clock,
+            settings.relay_poll_seconds,
+            settings.relay_claim_seconds,
+            window=settings.relay_window,
         )
         coordinator = Coordinator(
             services=services,
@@ -164,6 +215,7 @@ async def start_coordinator(
             store=store,
             owner=instance_name(),
             clock=clock,
+            lease=timedelta(seconds=settings.lease_seconds),
             on_progress=on_progress,
             on_report=on_report,
             on_stored=relay.wake,
@@ -172,7 +224,7 @@ async def start_coordinator(
         if background:
             app.start_background()
         if consume:
-            app.consumer = await PeriodConsumer.start(connection, topology, coordinator)
+            await app.start_consuming(topology)
     except BaseException:
         await connection.close()
         await store.close()

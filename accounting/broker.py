@@ -99,6 +99,11 @@ class QueueConsumer:
         await declare_coordinator_topology(channel, topology)
         return channel, await channel.get_queue(spec.name)
 
+    @property
+    def closed(self) -> bool:
+        """The consumer's channel is closed (a robust channel may still be reopening it)."""
+        return self._channel.is_closed
+
     async def begin(self) -> None:
         self._tag = await self._queue.consume(self.on_message)
 

@@ -29,7 +29,7 @@ from accounting.core.gather import Gather
 from accounting.core.rate_card import RateCard
 from accounting.core.report import Aborted
 from accounting.gatherer import utc_now
-from accounting.inspect import find_report, report_detail, report_summary
+from accounting.inspect import find_report, outbox_summary, report_detail, report_summary
 from accounting.publisher import AmqpEventPublisher
 from accounting.relay import OutboxRelay
 from accounting.render import (
@@ -196,9 +196,15 @@ def close_period_command(
             )
         raise typer.Exit(1)
     console.print(
-        f"[green]report {report['report_id']} completed[/]: {len(report['invoices'])} invoices, "
+        f"[green]report {report['report_id']} completed[/]: {invoice_count(report)} invoices, "
         f"total {report['total']} {report['currency']}"
     )
+
+
+def invoice_count(report: dict[str, Any]) -> int:
+    """ReportCompleted 2.0 carries a count; a 1.x event (from an older coordinator) the list."""
+    count = report.get("invoice_count")
+    return int(count) if count is not None else len(report.get("invoices") or ())
 
 
 @app.command()
@@ -377,12 +383,13 @@ def invoices_show(
 
 @app.command()
 def outbox(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Events waiting for the relay, and events sent."""
-    counts = store_command(config, lambda store: store.outbox_counts())
+    """The relay's backlog: events waiting (and for how long), events sent, the last failure."""
+    status = store_command(config, lambda store: store.outbox_status())
+    summary = outbox_summary(status, utc_now())
     if as_json:
-        print_json({"pending": counts.pending, "sent": counts.sent})
+        print_json(summary)
     else:
-        console.print(outbox_table(counts.pending, counts.sent))
+        console.print(outbox_table(summary))
 
 
 @db_app.command("upgrade")
@@ -445,9 +452,10 @@ def replay(
     if isinstance(built.outcome, Aborted):
         console.print(reasons_table(built.outcome.report.reasons))
         raise typer.Exit(1)
+    summary = built.outcome.report
     console.print(
-        f"[green]revision {built.key.revision} of {period} built[/]: {len(built.outcome.invoices)} invoices, "
-        f"total {built.outcome.report.total} {built.outcome.report.currency}"
+        f"[green]revision {built.key.revision} of {period} built[/]: {summary.invoice_count} invoices, "
+        f"total {summary.total} {summary.currency}"
     )
 
 
@@ -458,7 +466,7 @@ def relay(config: ConfigOption = None) -> None:
     settings = settings_from(config)
 
     async def main() -> None:
-        store = await open_store(settings.store_url)
+        store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
         try:
             connection = await connect(settings.amqp_url)
             async with connection:
@@ -466,7 +474,12 @@ def relay(config: ConfigOption = None) -> None:
                     connection, Topology(settings.namespace), settings.publish_timeout_seconds
                 )
                 outbox_relay = OutboxRelay(
-                    store, publisher, utc_now, settings.relay_poll_seconds, settings.relay_claim_seconds
+                    store,
+                    publisher,
+                    utc_now,
+                    settings.relay_poll_seconds,
+                    settings.relay_claim_seconds,
+                    window=settings.relay_window,
                 )
                 stop = asyncio.Event()
                 task = asyncio.create_task(outbox_relay.run(stop))

@@ -1,16 +1,18 @@
 """The accounting coordinator: one stored report per period, built from the services' replies.
 
-The gather machine, normalizer and pricing are the pure core; this module moves a stored
-report through its lifecycle, stores every raw reply, and writes the invoices and events to the
-outbox in one transaction. The relay (``accounting/relay.py``) publishes them.
+The gather machine, normalizer and pricing are the pure core; this module moves a stored report
+through its lifecycle while holding its lease. Replies are stored as they arrive (the gatherer and
+its sink), the report is priced from the store (``Pricer``), and its invoices and events reach the
+outbox with the transition that publishes them. The relay (``accounting/relay.py``) sends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -18,31 +20,27 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from pydantic import ValidationError
 
 from accounting.broker import QueueConsumer
-from accounting.core.gather import Gather, GatherStatus, ServiceOutcome, ServiceState
+from accounting.core.gather import Gather, ServiceOutcome, ServiceState
 from accounting.core.lifecycle import ReportHistory, ReportStatus
-from accounting.core.normalizer import Normalized
 from accounting.core.rate_card import RateCard
-from accounting.core.report import (
-    Aborted,
-    ReportKey,
-    ReportOutcome,
-    aborted,
-    normalize_usage,
-    price,
-    records_from_raw,
-)
+from accounting.core.report import Aborted, ReportKey, ReportOutcome, aborted
+from accounting.gather_sink import StoreSink
 from accounting.gatherer import Clock, ProgressCallback, UsageGatherer, utc_now
-from accounting.store.repository import ReportExists, ReportRecord, ReportStore, StoredReply
-from contracts import InvoiceIssued, PeriodClosed, Topology, UsageRecord, report_id
+from accounting.leases import LeaseKeeper
+from accounting.pricer import Pricer
+from accounting.store.repository import (
+    NOT_ASKED,
+    ReportExists,
+    ReportRecord,
+    ReportStore,
+    StoredReply,
+)
+from contracts import PeriodClosed, Topology, report_id
 
 log = logging.getLogger("reckon.coordinator")
 
-NOT_ASKED = "not asked"
-"""Stored state of a service whose request was never sent: the report aborted first."""
-
-LEASE_MARGIN = timedelta(seconds=60)
-"""How long past its deadline a report may take to normalize, price and store before another
-coordinator may take it over as abandoned."""
+DEFAULT_LEASE = timedelta(seconds=60)
+"""How long a report stays with its builder without a renewal (renewed every third of it)."""
 
 
 @dataclass(frozen=True)
@@ -53,16 +51,19 @@ class ReportRun:
     outcome: ReportOutcome
     history: ReportHistory
     gather: Gather
-    """The settled gather; its ``ignored`` counts keep growing as late replies arrive."""
-    carried: Mapping[str, StoredReply] = field(default_factory=dict)
-    """Services not asked again in a replay: their stored good replies were used."""
+    """The finished gather; its ``ignored`` counts keep growing as late replies arrive."""
+    replies: Mapping[str, StoredReply] = field(default_factory=dict)
+    """Every service's stored outcome, carried-over answers of a replay included."""
 
     @property
     def records(self) -> dict[str, int]:
         """Records used per service, asked or carried over."""
-        counts = {service: reply.records for service, reply in self.carried.items()}
-        counts.update({service: len(outcome.records) for service, outcome in self.gather.services.items()})
-        return counts
+        return {service: reply.records for service, reply in self.replies.items()}
+
+    @property
+    def carried(self) -> dict[str, StoredReply]:
+        """Services not asked again in a replay: their stored good answers were used."""
+        return {service: reply for service, reply in self.replies.items() if reply.carried_from is not None}
 
 
 class Coordinator:
@@ -80,6 +81,7 @@ class Coordinator:
         store: ReportStore,
         owner: str,
         clock: Clock = utc_now,
+        lease: timedelta = DEFAULT_LEASE,
         on_progress: ProgressCallback | None = None,
         on_report: Callable[[ReportRun], None] | None = None,
         on_stored: Callable[[], None] | None = None,
@@ -89,6 +91,7 @@ class Coordinator:
         self.card = card
         self.store = store
         self.owner = owner
+        self.lease = lease
         self._gatherer = gatherer
         self._clock = clock
         self._on_progress = on_progress
@@ -110,7 +113,7 @@ class Coordinator:
                 at=self._clock(),
                 reason=f"PeriodClosed from {event.requested_by}",
                 owner=self.owner,
-                lease_until=self._clock() + self.deadline + LEASE_MARGIN,
+                lease_until=self._clock() + self.lease,
             )
         except ReportExists:
             log.info(
@@ -136,8 +139,9 @@ class Coordinator:
 
     async def claim_abandoned(self, period_id: str | None = None) -> list[ReportRecord]:
         now = self._clock()
-        lease = now + self.deadline + LEASE_MARGIN
-        claimed = await self.store.claim_abandoned(self.owner, now, lease, period_id)
+        claimed = await self.store.claim_abandoned(
+            self.owner, now, now + self.lease, period_id, exclude=set(self.building)
+        )
         for record in claimed:
             log.warning(
                 "report %s period %s: resuming an abandoned report", record.report_id, record.period.period_id
@@ -145,47 +149,10 @@ class Coordinator:
         return claimed
 
     async def build(self, record: ReportRecord) -> ReportRun:
+        """Build the report while holding its lease (renewed until the build ends)."""
         key = ReportKey(record.report_id, record.revision, record.period)
-        carried = await self._carried(record)
-        deadline = self._clock() + self.deadline
-        resumed = record.status is not ReportStatus.PENDING
-        asking = ", ".join(record.requested)
-        await self._move(
-            key,
-            ReportStatus.GATHERING,
-            f"{'resumed: ' if resumed else ''}asking {asking}"
-            + (f"; reusing {', '.join(carried)}" if carried else ""),
-            lease_until=deadline + LEASE_MARGIN,
-        )
-        gather = await self._gatherer.gather(
-            key.report_id, key.period, record.requested, deadline, self._on_progress
-        )
-        await self.store.save_replies(
-            key.report_id,
-            [
-                *(_stored(outcome, outcome.service in gather.sent) for outcome in gather.services.values()),
-                *carried.values(),
-            ],
-            self._clock(),
-        )
-        outcome = await self._settle(key, record, gather, carried)
-        if isinstance(outcome, Aborted):
-            reasons = "; ".join(map(str, outcome.report.reasons))
-            await self.store.finish_aborted(key.report_id, outcome.report, self._clock(), reasons)
-            log.warning("report %s period %s → aborted: %s", key.report_id, key.period.period_id, reasons)
-        else:
-            total = (
-                f"{len(outcome.invoices)} invoices, total {outcome.report.total} {outcome.report.currency}"
-            )
-            await self.store.finish_completed(
-                key.report_id,
-                outcome.invoices,
-                outcome.report,
-                self._clock(),
-                total,
-                rate_card=self.card.model_dump(mode="json"),
-            )
-            log.info("report %s period %s → publishing: %s", key.report_id, key.period.period_id, total)
+        async with LeaseKeeper(self.store, key.report_id, self.owner, self.lease, self._clock) as lease:
+            gather, outcome = await self._build(record, key, lease)
         if self._on_stored is not None:
             self._on_stored()
         if gather.ignored:
@@ -195,46 +162,76 @@ class Coordinator:
             outcome,
             ReportHistory(str(key.report_id), await self.store.history(key.report_id)),
             gather,
-            carried,
+            await self.store.replies(key.report_id),
         )
         if self._on_report is not None:
             self._on_report(run)
         return run
 
-    async def _carried(self, record: ReportRecord) -> dict[str, StoredReply]:
-        """The good replies of the services a replay does not ask again."""
-        if record.carried_from is None:
-            return {}
-        stored = await self.store.replies(record.carried_from)
-        return {
-            service: replace(reply, carried_from=record.carried_from)
-            for service, reply in stored.items()
-            if service not in record.requested and reply.state == ServiceState.OK
-        }
+    async def _build(
+        self, record: ReportRecord, key: ReportKey, lease: LeaseKeeper
+    ) -> tuple[Gather, ReportOutcome]:
+        store, owner = self.store, self.owner
+        carried = tuple(service for service in record.services if service not in record.requested)
+        deadline = self._clock() + self.deadline
+        resumed = record.status is not ReportStatus.PENDING
+        await self._move(
+            key,
+            ReportStatus.GATHERING,
+            f"{'resumed: ' if resumed else ''}asking {', '.join(record.requested)}"
+            + (f"; reusing {', '.join(carried)}" if carried else ""),
+            lease.until(),
+        )
+        gather_id = await store.begin_gather(
+            key.report_id,
+            owner,
+            attempt=uuid.uuid4().hex[:8],
+            at=self._clock(),
+            requested=record.requested,
+            carried=carried,
+            carried_from=record.carried_from,
+        )
+        decided: list[Aborted] = []
 
-    async def _settle(
-        self, key: ReportKey, record: ReportRecord, gather: Gather, carried: Mapping[str, StoredReply]
-    ) -> ReportOutcome:
-        if gather.status is GatherStatus.ABORTED:
-            return aborted(key, gather.reasons)
-        await self._move(key, ReportStatus.NORMALIZING, "every service answered")
-        records: dict[str, tuple[UsageRecord, ...]] = {
-            service: records_from_raw(reply.raw) for service, reply in carried.items()
-        }
-        records.update(gather.records())
-        normalized = normalize_usage(key, records, self.card)
-        if not isinstance(normalized, Normalized):
-            return normalized
-        await self._move(key, ReportStatus.PRICING, f"{normalized.record_count} records")
-        previous: list[InvoiceIssued] = []
-        if record.supersedes is not None:
-            previous = await self.store.invoices(report_id=record.supersedes)
-        return price(key, normalized, self.card, previous)
+        async def announce_abort(gather: Gather) -> None:
+            """Decided at the first failure: ReportAborted goes out now; the gather goes on
+            storing the other services' answers (kept under the lease) for a replay to reuse."""
+            outcome = aborted(key, gather.reasons)
+            why = "; ".join(map(str, outcome.report.reasons))
+            await store.finish_aborted(
+                key.report_id, outcome.report, self._clock(), why, owner=owner, collect_until=lease.until()
+            )
+            decided.append(outcome)
+            log.warning("report %s period %s → aborted: %s", key.report_id, key.period.period_id, why)
+            if self._on_stored is not None:
+                self._on_stored()
 
-    async def _move(
-        self, key: ReportKey, status: ReportStatus, reason: str, lease_until: datetime | None = None
-    ) -> None:
-        await self.store.move(key.report_id, status, self._clock(), reason, lease_until=lease_until)
+        gather = await self._gatherer.gather(
+            key.report_id,
+            key.period,
+            record.requested,
+            deadline,
+            StoreSink(store, key.report_id, owner, gather_id, self._clock),
+            self._on_progress,
+            announce_abort,
+        )
+        await store.save_outcomes(
+            key.report_id,
+            owner,
+            gather_id,
+            [_stored(outcome, outcome.service in gather.sent) for outcome in gather.services.values()],
+            self._clock(),
+        )
+        if decided:
+            await store.release(key.report_id, self._clock(), owner=owner)
+            return gather, decided[0]
+        pricer = Pricer(store, self.card, owner, self._clock)
+        return gather, await pricer.run(key, gather_id, record.supersedes)
+
+    async def _move(self, key: ReportKey, status: ReportStatus, reason: str, lease_until: datetime) -> None:
+        await self.store.move(
+            key.report_id, status, self._clock(), reason, owner=self.owner, lease_until=lease_until
+        )
         log.info("report %s period %s → %s: %s", key.report_id, key.period.period_id, status, reason)
 
 
@@ -246,8 +243,7 @@ def _stored(outcome: ServiceOutcome, asked: bool) -> StoredReply:
         state=NOT_ASKED if never_asked else outcome.state.value,
         reason_code=outcome.reason.code.value if outcome.reason else None,
         reason=outcome.reason.message if outcome.reason else None,
-        records=len(outcome.records),
-        raw=tuple(body.decode("utf-8", errors="replace") for body in outcome.raw_replies),
+        records=outcome.records,
     )
 
 

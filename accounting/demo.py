@@ -47,8 +47,9 @@ class DemoResult:
 
     @property
     def ok(self) -> bool:
-        return isinstance(self.run.outcome, Completed) and len(self.received) == len(
-            self.run.outcome.invoices
+        return (
+            isinstance(self.run.outcome, Completed)
+            and len(self.received) == self.run.outcome.report.invoice_count
         )
 
 
@@ -158,7 +159,7 @@ async def run_demo(
                 await asyncio.wait_for(reported.wait(), settings.deadline_seconds + 30)
             run = runs[-1]
             if isinstance(run.outcome, Completed):
-                expected = len(run.outcome.invoices)
+                expected = run.outcome.report.invoice_count
                 async with asyncio.timeout(30):
                     while len(payments.invoices) < expected:
                         arrived.clear()
@@ -193,7 +194,7 @@ def show(result: DemoResult, console: Console) -> None:
     summary = result.run.outcome.report
     console.print(
         f"[green]report {summary.report_id} completed[/]: {len(result.received)} invoices received "
-        f"(of {len(summary.invoices)} issued, {result.duplicates} duplicates dropped), "
+        f"(of {summary.invoice_count} issued, {result.duplicates} duplicates dropped), "
         f"total {summary.total} {summary.currency}"
     )
 

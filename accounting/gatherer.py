@@ -1,31 +1,45 @@
-"""The aio-pika shell around the gather machine: publish requests, route replies, wait.
+"""The aio-pika shell around the gather machine: publish requests, route replies, store them, wait.
 
 As in aio-pika's RPC pattern, one exclusive reply queue serves every gather of this coordinator
-instance; replies are routed to their gather by correlation id. Settled gathers stay routable
-for a while, so a reply that arrives after the deadline is counted as late, not as unknown.
+instance; replies are routed to their gather by correlation id. Replies are acknowledged only
+once stored, and the channel's prefetch bounds how many are in flight, so the coordinator holds
+a few chunks at a time however large the answers. Settled gathers stay routable (their counters,
+not their replies), so a reply that arrives after the deadline is counted as late, not unknown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from accounting.core.gather import (
+    Action,
+    ChunkRefused,
     DeadlinePassed,
     Gather,
     GatherEvent,
     ReplyReceived,
     RequestReturned,
+    StoreChunk,
     TransportLost,
     request_ids,
 )
@@ -35,9 +49,13 @@ log = logging.getLogger("reckon.gather")
 
 Clock = Callable[[], datetime]
 ProgressCallback = Callable[[Gather], None]
+AbortCallback = Callable[[Gather], Awaitable[None]]
 
 _MIN_EXPIRATION = timedelta(milliseconds=1)
 _SETTLED_KEPT = 1024
+_BATCH_RECORDS = 5000
+"""Records written per store transaction while replies stream in (fewer when they trickle)."""
+TRANSPORT_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError)
 
 
 def utc_now() -> datetime:
@@ -48,8 +66,35 @@ class TransportClosed(RuntimeError):
     """The gatherer's channel is closed; it cannot send requests any more."""
 
 
+class GatherSink(Protocol):
+    """Where a gather's replies go as they arrive: the store, or a list in tests."""
+
+    async def asked(self, requests: Mapping[str, str]) -> None:
+        """The broker took these services' requests (service → request id)."""
+
+    async def write(self, actions: Sequence[Action]) -> list[tuple[str, str]]:
+        """Store a batch; return ``(service, why)`` for each accepted chunk the store refused."""
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """The broker confirmed a request: the service was asked."""
+
+    service: str
+    request_id: str
+
+
+_Item = AbstractIncomingMessage | GatherEvent | _Asked
+
+
+@dataclass
+class _Session:
+    machine: Gather
+    inbox: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+
+
 class UsageGatherer:
-    """Asks every configured service for its usage and collects the correlated replies.
+    """Asks every configured service for its usage and stores the correlated replies as they come.
 
     A returned request, a closed channel or connection, or the deadline settles a gather at
     once: nothing waits past its deadline, nothing hangs on a dead connection.
@@ -61,14 +106,17 @@ class UsageGatherer:
         topology: Topology,
         publish_timeout: float,
         clock: Clock,
+        prefetch: int,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._publish_timeout = publish_timeout
         self._clock = clock
+        self._prefetch = prefetch
         self._channel: AbstractChannel | None = None
         self._reply_queue: AbstractQueue | None = None
-        self._routes: OrderedDict[str, tuple[Gather, asyncio.Event]] = OrderedDict()
+        self._routes: dict[str, _Session] = {}
+        self._settled: OrderedDict[str, Gather] = OrderedDict()
         self._closed_reason: str | None = None
         self._shut_down = False
         self.unknown_replies = 0
@@ -80,8 +128,9 @@ class UsageGatherer:
         topology: Topology,
         publish_timeout: float = 10.0,
         clock: Clock = utc_now,
+        prefetch: int = 64,
     ) -> UsageGatherer:
-        gatherer = cls(connection, topology, publish_timeout, clock)
+        gatherer = cls(connection, topology, publish_timeout, clock, prefetch)
         connection.close_callbacks.add(gatherer._on_closed)
         await gatherer._open()
         return gatherer
@@ -94,10 +143,11 @@ class UsageGatherer:
     async def _open(self) -> tuple[AbstractChannel, AbstractQueue]:
         """A fresh channel and reply queue: at start, and after the broker closed the last ones."""
         channel = await self._connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=self._prefetch)
         reply_queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await channel.declare_exchange(self._topology.usage.name, self._topology.usage.kind, durable=True)
         channel.close_callbacks.add(self._on_closed)
-        await reply_queue.consume(self._on_reply, no_ack=True)
+        await reply_queue.consume(self._on_reply)
         self._channel, self._reply_queue, self._closed_reason = channel, reply_queue, None
         return channel, reply_queue
 
@@ -121,24 +171,24 @@ class UsageGatherer:
 
     def _on_closed(self, _sender: Any, error: BaseException | None = None) -> None:
         self._closed_reason = f"{type(error).__name__}: {error}" if error else "channel closed"
-        for gather, changed in list(self._routes.values()):
-            if not gather.done:
-                gather.handle(TransportLost(self._closed_reason, self._clock()))
-                changed.set()
+        lost = TransportLost(self._closed_reason, self._clock())
+        for session in {id(session): session for session in self._routes.values()}.values():
+            session.inbox.put_nowait(lost)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        route = self._routes.get(message.correlation_id or "")
-        if route is None:
+        correlation_id = message.correlation_id or ""
+        session = self._routes.get(correlation_id)
+        if session is not None:
+            session.inbox.put_nowait(message)  # acknowledged once stored
+            return
+        settled = self._settled.get(correlation_id)
+        if settled is None:
             self.unknown_replies += 1
             log.warning("reply with unknown correlation id %r ignored", message.correlation_id)
-            return
-        gather, changed = route
-        was_done = gather.done
-        before = sum(gather.ignored.values())
-        gather.handle(ReplyReceived(message.correlation_id, message.body, self._clock()))
-        if was_done or sum(gather.ignored.values()) > before:
-            log.info("reply %s ignored (%s)", message.correlation_id, dict(gather.ignored))
-        changed.set()
+        else:
+            settled.handle(ReplyReceived(correlation_id, message.body, self._clock()))
+            log.info("reply %s ignored (%s)", correlation_id, dict(settled.ignored))
+        await _ack(message)
 
     async def gather(
         self,
@@ -146,89 +196,179 @@ class UsageGatherer:
         period: Period,
         services: Sequence[str],
         deadline: datetime,
+        sink: GatherSink,
         on_progress: ProgressCallback | None = None,
+        on_abort: AbortCallback | None = None,
     ) -> Gather:
-        """Run one gather to its end and return the settled machine."""
+        """Run one gather until it is finished and return the machine.
+
+        ``on_abort`` is awaited as soon as the report is decided aborted; the gather then goes on
+        storing the other services' answers until they are all in or the deadline passes.
+        """
         requests = request_ids(services, str(report_id), uuid.uuid4().hex[:8])
-        machine = Gather(requests, deadline)
-        changed = asyncio.Event()
-
-        def feed(event: GatherEvent) -> None:
-            machine.handle(event)
-            changed.set()
-
+        session = _Session(Gather(requests, deadline))
         for request_id in requests.values():
-            self._routes[request_id] = (machine, changed)
+            self._routes[request_id] = session
+        sends: list[asyncio.Task[None]] = []
         try:
-            channel, reply_queue = await self._ready()
-            await self._send(channel, reply_queue, report_id, period, requests, deadline, machine, feed)
-            await self._wait(machine, changed, feed, on_progress)
-        except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError, TransportClosed) as error:
-            feed(TransportLost(f"{type(error).__name__}: {error}", self._clock()))
+            try:
+                channel, reply_queue = await self._ready()
+                exchange = await channel.get_exchange(self._topology.usage.name, ensure=False)
+            except (*TRANSPORT_ERRORS, TransportClosed) as error:
+                session.inbox.put_nowait(TransportLost(f"{type(error).__name__}: {error}", self._clock()))
+            else:
+                message = partial(self._request, report_id, period, deadline, reply_queue.name)
+                sends = [
+                    asyncio.create_task(self._ask(session, exchange, service, request_id, message))
+                    for service, request_id in requests.items()
+                ]
+            await self._collect(session, sink, on_progress, on_abort)
         finally:
-            while len(self._routes) > _SETTLED_KEPT:
-                self._routes.popitem(last=False)
+            for send in sends:
+                send.cancel()  # still awaiting a confirm, but every answer is in: it was routed
+            await asyncio.gather(*sends, return_exceptions=True)
+            for request_id in requests.values():
+                self._routes.pop(request_id, None)
+                self._settled[request_id] = session.machine
+            while len(self._settled) > _SETTLED_KEPT:
+                self._settled.popitem(last=False)
+            await self._drain(session)
         if on_progress is not None:
-            on_progress(machine)
-        return machine
+            on_progress(session.machine)
+        return session.machine
 
-    async def _send(
+    def _request(
         self,
-        channel: AbstractChannel,
-        reply_queue: AbstractQueue,
         report_id: uuid.UUID,
         period: Period,
-        requests: dict[str, str],
         deadline: datetime,
-        machine: Gather,
-        feed: Callable[[GatherEvent], None],
+        reply_to: str,
+        service: str,
+        request_id: str,
+    ) -> aio_pika.Message:
+        request = UsageRequest(
+            request_id=request_id, report_id=report_id, period=period, service=service, deadline=deadline
+        )
+        return aio_pika.Message(
+            request.to_json(),
+            content_type=CONTENT_TYPE,
+            correlation_id=request_id,
+            message_id=request_id,
+            reply_to=reply_to,
+            expiration=max(deadline - self._clock(), _MIN_EXPIRATION),
+            timestamp=self._clock(),
+        )
+
+    async def _ask(
+        self,
+        session: _Session,
+        exchange: AbstractExchange,
+        service: str,
+        request_id: str,
+        message: Callable[[str, str], aio_pika.Message],
     ) -> None:
-        exchange = await channel.get_exchange(self._topology.usage.name, ensure=False)
-        for service, request_id in requests.items():
-            if machine.done:
-                return
-            request = UsageRequest(
-                request_id=request_id, report_id=report_id, period=period, service=service, deadline=deadline
-            )
+        """Publish one request; its confirm (or return) is fed to the gather like any reply, so
+        replies are taken while confirms are still on their way: every request goes out at once."""
+        try:
             returned = await exchange.publish(
-                aio_pika.Message(
-                    request.to_json(),
-                    content_type=CONTENT_TYPE,
-                    correlation_id=request_id,
-                    message_id=request_id,
-                    reply_to=reply_queue.name,
-                    expiration=max(deadline - self._clock(), _MIN_EXPIRATION),
-                    timestamp=self._clock(),
-                ),
+                message(service, request_id),
                 routing_key=service,
                 mandatory=True,
                 timeout=self._publish_timeout,
             )
-            if isinstance(returned, DeliveredMessage):
-                feed(RequestReturned(request_id, _reply_text(returned), self._clock()))
-            else:
-                machine.request_sent(service)
-                log.info("report %s: asked %s (%s)", report_id, service, request_id)
+        except TRANSPORT_ERRORS as error:
+            session.inbox.put_nowait(TransportLost(f"{type(error).__name__}: {error}", self._clock()))
+            return
+        if isinstance(returned, DeliveredMessage):
+            session.inbox.put_nowait(RequestReturned(request_id, _reply_text(returned), self._clock()))
+        else:
+            session.inbox.put_nowait(_Asked(service, request_id))
 
-    async def _wait(
+    async def _collect(
         self,
-        machine: Gather,
-        changed: asyncio.Event,
-        feed: Callable[[GatherEvent], None],
+        session: _Session,
+        sink: GatherSink,
         on_progress: ProgressCallback | None,
+        on_abort: AbortCallback | None,
     ) -> None:
-        while not machine.done:
+        machine = session.machine
+        announced = False
+        while True:
+            actions: list[Action] = []
+            messages: list[AbstractIncomingMessage] = []
+            asked: dict[str, str] = {}
+            if not machine.finished:
+                self._apply(await self._next(session), machine, actions, messages, asked)
+                while not session.inbox.empty() and _records(actions) < _BATCH_RECORDS:
+                    self._apply(session.inbox.get_nowait(), machine, actions, messages, asked)
+            try:
+                if asked:
+                    await sink.asked(asked)
+                if actions:
+                    for service, why in await sink.write(actions):
+                        machine.handle(ChunkRefused(service, why, self._clock()))
+            finally:
+                # Stored, or the gather is failing with the store's error: either way the broker
+                # must not keep them unacknowledged, holding the reply queue's prefetch.
+                for message in messages:
+                    await _ack(message)
             if on_progress is not None:
                 on_progress(machine)
-            changed.clear()
-            remaining = (machine.deadline - self._clock()).total_seconds()
-            if remaining <= 0:
-                feed(DeadlinePassed(self._clock()))
+            if machine.decided and machine.reasons and not announced:
+                announced = True
+                if on_abort is not None:
+                    await on_abort(machine)
+            if machine.finished:
                 return
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=remaining)
-            except TimeoutError:
-                continue
+
+    async def _next(self, session: _Session) -> _Item:
+        remaining = (session.machine.deadline - self._clock()).total_seconds()
+        if remaining <= 0:
+            return DeadlinePassed(self._clock())
+        try:
+            return await asyncio.wait_for(session.inbox.get(), timeout=remaining)
+        except TimeoutError:
+            return DeadlinePassed(self._clock())
+
+    def _apply(
+        self,
+        item: _Item,
+        machine: Gather,
+        actions: list[Action],
+        messages: list[AbstractIncomingMessage],
+        asked: dict[str, str],
+    ) -> None:
+        if isinstance(item, _Asked):
+            machine.request_sent(item.service)
+            asked[item.service] = item.request_id
+        elif isinstance(item, AbstractIncomingMessage):
+            messages.append(item)
+            before = sum(machine.ignored.values())
+            actions.extend(machine.handle(ReplyReceived(item.correlation_id, item.body, self._clock())))
+            if sum(machine.ignored.values()) > before:
+                log.info("reply %s ignored (%s)", item.correlation_id, dict(machine.ignored))
+        else:
+            machine.handle(item)
+
+    async def _drain(self, session: _Session) -> None:
+        """Replies still queued for a finished gather are late: count and acknowledge them."""
+        while not session.inbox.empty():
+            item = session.inbox.get_nowait()
+            if isinstance(item, _Asked):
+                session.machine.request_sent(item.service)
+            elif isinstance(item, AbstractIncomingMessage):
+                session.machine.handle(ReplyReceived(item.correlation_id, item.body, self._clock()))
+                await _ack(item)
+
+
+def _records(actions: Sequence[Action]) -> int:
+    return sum(len(action.reply.records) for action in actions if isinstance(action, StoreChunk))
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    # After the channel closed there is nothing left to acknowledge: the broker requeued it.
+    with contextlib.suppress(*TRANSPORT_ERRORS, RuntimeError):
+        await message.ack()
 
 
 def _reply_text(returned: DeliveredMessage) -> str:

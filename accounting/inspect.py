@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
-from accounting.store.repository import ReportRecord, ReportStore
+from accounting.store.repository import OutboxStatus, ReportRecord, ReportStore
 
 
 def report_summary(record: ReportRecord) -> dict[str, Any]:
@@ -67,3 +68,17 @@ async def find_report(store: ReportStore, period_id: str, revision: int | None) 
         return await store.latest(period_id)
     matches = [record for record in await store.list_reports(period_id) if record.revision == revision]
     return matches[0] if matches else None
+
+
+def outbox_summary(status: OutboxStatus, now: datetime) -> dict[str, Any]:
+    """What ``reckon outbox`` shows: the relay's backlog, its age, and the last failure."""
+    oldest = status.oldest_pending_at
+    return {
+        "pending": status.pending,
+        "sent": status.sent,
+        "staged": status.staged,
+        "oldest_pending_at": None if oldest is None else oldest.isoformat(),
+        "oldest_pending_seconds": None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+        "last_error": status.last_error,
+        "last_error_message_id": status.last_error_message_id,
+    }

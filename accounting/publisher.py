@@ -8,6 +8,7 @@ from typing import Protocol
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from accounting.broker import declare_coordinator_topology
@@ -16,6 +17,7 @@ from contracts import CONTENT_TYPE, Topology
 log = logging.getLogger("reckon.publish")
 
 RETRYABLE = (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError)
+PublishResult = Basic.Ack | DeliveredMessage
 
 
 class Unroutable(RuntimeError):
@@ -90,21 +92,32 @@ class AmqpEventPublisher:
             message_id=event.message_id,
             type=event.message_type,
         )
+        try:  # the common case, without the retry machinery's cost per message
+            returned = await exchange.publish(
+                message, event.routing_key, mandatory=event.mandatory, timeout=self._confirm_timeout
+            )
+        except RETRYABLE:
+            returned = await self._republish(exchange, message, event)
+        if isinstance(returned, DeliveredMessage):
+            raise Unroutable(
+                f"{event.message_id}: no queue is bound to {exchange.name} for {event.routing_key}"
+            )
+
+    async def _republish(
+        self, exchange: AbstractExchange, message: aio_pika.Message, event: Outgoing
+    ) -> PublishResult | None:
+        """The first attempt failed: try again a few times with backoff, then give up loudly."""
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
+            stop=stop_after_attempt(self._attempts - 1),
             wait=wait_exponential(multiplier=0.2, max=5),
             retry=retry_if_exception_type(RETRYABLE),
             reraise=True,
         ):
             with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    log.warning(
-                        "republishing %s (attempt %d)", event.message_id, attempt.retry_state.attempt_number
-                    )
-                returned = await exchange.publish(
+                log.warning(
+                    "republishing %s (attempt %d)", event.message_id, attempt.retry_state.attempt_number + 1
+                )
+                return await exchange.publish(
                     message, event.routing_key, mandatory=event.mandatory, timeout=self._confirm_timeout
                 )
-                if isinstance(returned, DeliveredMessage):
-                    raise Unroutable(
-                        f"{event.message_id}: no queue is bound to {exchange.name} for {event.routing_key}"
-                    )
+        raise AssertionError("unreachable: the retry loop returns or raises")

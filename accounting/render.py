@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from accounting.coordinator import ReportRun
@@ -29,7 +30,7 @@ def report_table(run: ReportRun) -> Table:
         table.add_row(
             service,
             f"[{style[outcome.state]}]{outcome.state.value}[/]",
-            str(len(outcome.records)),
+            str(outcome.records),
             str(outcome.reason.message) if outcome.reason else "",
         )
     if isinstance(run.outcome, Aborted):
@@ -132,11 +133,24 @@ def report_detail_tables(detail: dict[str, Any]) -> list[Table]:
     return [services, history]
 
 
-def outbox_table(pending: int, sent: int) -> Table:
+def outbox_table(summary: dict[str, Any]) -> Table:
+    """``reckon outbox``: the backlog, how long its oldest row has waited, and the last failure."""
     table = Table(title="Outbox")
     table.add_column("pending", justify="right")
+    table.add_column("oldest waiting", justify="right")
+    table.add_column("being priced", justify="right")
     table.add_column("sent", justify="right")
-    table.add_row(f"[yellow]{pending}[/]" if pending else "0", str(sent))
+    table.add_column("last error")
+    pending = summary["pending"]
+    waited = summary["oldest_pending_seconds"]
+    error = summary["last_error"]
+    table.add_row(
+        f"[yellow]{pending}[/]" if pending else "0",
+        "" if waited is None else f"{waited:.0f}s",
+        str(summary["staged"]),
+        str(summary["sent"]),
+        "" if error is None else f"[red]{escape(error)}[/] ({summary['last_error_message_id']})",
+    )
     return table
 
 

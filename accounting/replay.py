@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from accounting.coordinator import LEASE_MARGIN, Coordinator, ReportRun
+from accounting.coordinator import Coordinator, ReportRun
 from accounting.core.gather import ServiceState
 from accounting.core.lifecycle import ReportStatus
 from accounting.gatherer import utc_now
@@ -33,6 +33,12 @@ async def plan_replay(
         raise ReplayRefused(
             f"period {period_id} revision {latest.revision} is still being built ({latest.status}); "
             "wait for it to finish"
+        )
+    if latest.collecting(utc_now()):
+        raise ReplayRefused(
+            f"period {period_id} revision {latest.revision} was aborted and is still storing the "
+            f"answers of its other services (until {latest.lease_until:%H:%M:%S} UTC at the latest), "
+            "so a replay can reuse them; try again then"
         )
     if latest.status is ReportStatus.PUBLISHING:
         raise ReplayRefused(
@@ -64,7 +70,7 @@ async def plan_replay(
             at=now,
             reason=f"replay of revision {latest.revision}: {what}" + (" (forced)" if force else ""),
             owner=coordinator.owner,
-            lease_until=now + coordinator.deadline + LEASE_MARGIN,
+            lease_until=now + coordinator.lease,
             carried_from=carried_from,
             supersedes=None if completed is None else completed.report_id,
         )

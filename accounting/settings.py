@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     relay_claim_seconds: float = Field(default=30.0, gt=0)
     """How long a relay holds unsent rows before another relay may take them over."""
+    relay_window: int = Field(default=500, ge=1, le=10_000)
+    """Outbox rows a relay claims and keeps in flight at once (their confirms awaited together)."""
+    lease_seconds: float = Field(default=60.0, ge=3, le=3600)
+    """How long a report stays with its builder without a renewal (renewed every third of it)."""
+    reply_prefetch: int = Field(default=64, ge=1, le=10_000)
+    """Reply chunks delivered to the coordinator and not yet stored, at most."""
+    store_busy_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    """SQLite only: how long a write waits for another writer before failing (and being retried)."""
     resume_every_seconds: float = Field(default=15.0, gt=0)
     """How often to look for reports abandoned by a coordinator that stopped or died."""
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)

@@ -1,24 +1,25 @@
 """Every message Reckon sends or receives, as frozen pydantic v2 models.
 
-Bodies are JSON with a ``schema_version``. Readers reject an unknown major version and ignore
-fields they do not know, so a minor version may add optional fields without breaking anyone.
+Bodies are JSON with a ``schema_version`` of their own message type. Readers reject an unknown
+major version and ignore fields they do not know, so a minor version may add optional fields
+without breaking anyone; a change an old reader could misread is a new major version of that type.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.period import Period
 from contracts.types import (
     SCHEMA_VERSION,
     DecimalString,
     NonNegativeDecimal,
-    SchemaVersion,
     UtcDatetime,
+    check_schema_version,
 )
 
 ServiceName = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9-]*$")
@@ -29,7 +30,20 @@ class Message(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    schema_version: SchemaVersion = SCHEMA_VERSION
+    VERSION: ClassVar[str] = SCHEMA_VERSION
+    """The version this build writes; it reads every minor version of the same major."""
+
+    schema_version: str = SCHEMA_VERSION
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "VERSION" in cls.__dict__ and "schema_version" not in cls.__annotations__:
+            raise TypeError(f"{cls.__name__} sets VERSION: redeclare schema_version with it as default")
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _supported_version(cls, value: Any) -> str:
+        return check_schema_version(value, int(cls.VERSION.split(".")[0]))
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
@@ -169,18 +183,23 @@ class InvoiceIssued(Message):
     """The invoice this one corrects (a forced replay of a completed period); added in 1.1."""
 
 
-class InvoiceRef(Part):
-    invoice_id: UUID
-    account_id: str
-    total: DecimalString
-
-
 class ReportCompleted(Message):
+    """Every invoice of a report revision is confirmed by the broker; sent after the last of them.
+
+    2.0 (from 1.1): the per-invoice list ``invoices`` is gone — at 100,000 accounts it made the
+    event megabytes long — and ``invoice_count`` replaced it. Each ``InvoiceIssued`` names its
+    ``report_id``; the store and ``reckon invoices show --period`` list them. A 1.x reader that
+    required ``invoices`` must not take a 2.0 event for a report without invoices, hence the major.
+    """
+
+    VERSION: ClassVar[str] = "2.0"
+
+    schema_version: str = "2.0"
     report_id: UUID
     revision: int = Field(ge=1)
     period: Period
     currency: str
-    invoices: tuple[InvoiceRef, ...]
+    invoice_count: int = Field(ge=0)
     total: DecimalString
     records: int = Field(ge=0)
 

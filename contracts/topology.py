@@ -95,7 +95,16 @@ class Topology:
         return self._quorum("payments.invoices", self.invoices, ROUTING_INVOICE_ISSUED)
 
     def usage_queue(self, service: str) -> QueueSpec:
-        return self._quorum(f"usage.requests.{service}", self.usage, service)
+        """A durable **classic** queue: a request is worth nothing once its gather ended (it expires
+        at the deadline and the coordinator's reply queue is gone), so it needs neither a replicated
+        log nor the disk write a quorum queue makes before delivering it — which was most of a
+        gather's latency. An expired or rejected request is still dead-lettered."""
+        return QueueSpec(
+            name=self._name(f"usage.requests.{service}"),
+            exchange=self.usage,
+            routing_key=service,
+            arguments={"x-queue-type": "classic", "x-dead-letter-exchange": self.dead_letter_exchange.name},
+        )
 
     @property
     def dead_letters_queue(self) -> QueueSpec:

@@ -39,3 +39,12 @@ def probe(url: str) -> BaseException | None:
 
 def unavailable_message(url: str, error: BaseException) -> str:
     return broker_unavailable(url, error) + " (No Docker engine either, so testcontainers cannot start one.)"
+
+
+async def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl`` against the local broker (restarts in the fault tests)."""
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, error = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {error.decode()}"

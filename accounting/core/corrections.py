@@ -26,7 +26,6 @@ def supersede(
         return tuple(invoices)
     before = {invoice.account_id: invoice for invoice in previous}
     covered = {invoice.account_id for invoice in invoices}
-    zero = card.round_money(Decimal(0))
     corrected = [
         invoice.model_copy(update={"supersedes": before[invoice.account_id].invoice_id})
         if invoice.account_id in before
@@ -34,21 +33,31 @@ def supersede(
         for invoice in invoices
     ]
     corrected.extend(
-        InvoiceIssued.model_validate(
-            {
-                "invoice_id": invoice_id(account, period.period_id, revision),
-                "report_id": report_id,
-                "revision": revision,
-                "account_id": account,
-                "period": period,
-                "currency": card.currency,
-                "lines": (),
-                "subtotal": zero,
-                "total": zero,
-                "supersedes": old.invoice_id,
-            }
+        empty_correction(
+            account, old.invoice_id, report_id=report_id, revision=revision, period=period, card=card
         )
         for account, old in sorted(before.items())
         if account not in covered
     )
     return tuple(sorted(corrected, key=lambda invoice: invoice.account_id))
+
+
+def empty_correction(
+    account: str, superseded: UUID, *, report_id: UUID, revision: int, period: Period, card: RateCard
+) -> InvoiceIssued:
+    """The invoice of an account that had usage in the superseded revision and has none now."""
+    zero = card.round_money(Decimal(0))
+    return InvoiceIssued.model_validate(
+        {
+            "invoice_id": invoice_id(account, period.period_id, revision),
+            "report_id": report_id,
+            "revision": revision,
+            "account_id": account,
+            "period": period,
+            "currency": card.currency,
+            "lines": (),
+            "subtotal": zero,
+            "total": zero,
+            "supersedes": superseded,
+        }
+    )

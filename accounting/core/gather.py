@@ -1,7 +1,16 @@
-"""The gather state machine: expected services, a deadline and replies in; outcomes out.
+"""The gather state machine: expected services, a deadline and replies in; what to store and the
+outcome out.
 
-Sans-I/O: the aio-pika shell feeds it events (each carrying the time it happened) and reads its
-state; nothing here sleeps, publishes or reads a clock.
+Sans-I/O: the aio-pika shell feeds it events (each carrying the time it happened), stores what
+``handle`` returns, and reads its state; nothing here sleeps, publishes, stores or reads a clock.
+It holds counters, never records: each accepted chunk is handed back to be written to the store,
+and completeness is checked in constant time per chunk.
+
+Two moments matter. The report is **decided** at the first failure (aborted) or when every service
+gave a complete answer (complete). The gather is **finished** when every service has settled, at
+the deadline, or when the transport is lost. Between the two — after an abort — the good answers
+of the other services are still accepted and stored, so a replay of the failed services can reuse
+them.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
-from contracts import AbortCode, AbortReason, UsageRecord, UsageReply
+from contracts import AbortCode, AbortReason, UsageReply
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,38 @@ class TransportLost:
     at: datetime
 
 
-GatherEvent = ReplyReceived | RequestReturned | DeadlinePassed | TransportLost
+@dataclass(frozen=True)
+class ChunkRefused:
+    """The store refused a chunk this machine accepted (it repeats records of the same answer)."""
+
+    service: str
+    message: str
+    at: datetime
+
+
+GatherEvent = ReplyReceived | RequestReturned | DeadlinePassed | TransportLost | ChunkRefused
+
+
+@dataclass(frozen=True)
+class StoreChunk:
+    """Write this accepted chunk (its raw body and its records) to the store."""
+
+    service: str
+    request_id: str
+    reply: UsageReply
+    body: bytes
+
+
+@dataclass(frozen=True)
+class KeepBody:
+    """Keep this body of a reply that failed its service, for the audit; it is not usage."""
+
+    service: str
+    request_id: str
+    body: bytes
+
+
+Action = StoreChunk | KeepBody
 
 
 class ServiceState(StrEnum):
@@ -73,25 +113,31 @@ class GatherStatus(StrEnum):
 
 @dataclass
 class ServiceOutcome:
-    """Everything known about one configured service in this gather."""
+    """What is known about one configured service's answer in this gather: counters only."""
 
     service: str
     request_id: str
     state: ServiceState = ServiceState.WAITING
     reason: AbortReason | None = None
-    chunks: dict[int, UsageReply] = field(default_factory=dict)
-    raw_replies: list[bytes] = field(default_factory=list)
+    received: set[int] = field(default_factory=set)
+    """Sequence numbers of the chunks accepted so far."""
+    records: int = 0
+    """Records in the chunks accepted so far."""
+    highest_seq: int = -1
+    last_seq: int | None = None
+    announced: int | None = None
+    """``total_records`` of the last chunk, once it arrived."""
 
     @property
-    def records(self) -> tuple[UsageRecord, ...]:
-        return tuple(record for seq in sorted(self.chunks) for record in self.chunks[seq].records)
+    def chunks(self) -> int:
+        return len(self.received)
 
 
 class Gather:
-    """One report's gather. Fail fast: the first failure settles the report as aborted.
+    """One report's gather. Fail fast: the first failure decides the report as aborted.
 
     Failures that arrive for still-waiting services after the abort (more returned requests, say)
-    are still recorded, so the aborted report names every reason known when it is published.
+    are still recorded, so the aborted report names every reason known when it is written.
     """
 
     def __init__(self, requests: Mapping[str, str], deadline: datetime) -> None:
@@ -105,9 +151,10 @@ class Gather:
         self._by_request = {outcome.request_id: outcome for outcome in self.services.values()}
         self.ignored: Counter[Ignored] = Counter()
         self.sent: set[str] = set()
-        """Services whose request the broker accepted; a fail-fast abort can leave some unasked."""
+        """Services whose request the broker accepted; a lost transport can leave some unasked."""
         self.transport_reason: AbortReason | None = None
-        self._settled_at: datetime | None = None
+        self._decided_at: datetime | None = None
+        self._ended_at: datetime | None = None
 
     @property
     def status(self) -> GatherStatus:
@@ -118,8 +165,19 @@ class Gather:
         return GatherStatus.GATHERING
 
     @property
-    def done(self) -> bool:
+    def decided(self) -> bool:
+        """The report's fate is known: complete, or aborted."""
         return self.status is not GatherStatus.GATHERING
+
+    done = decided
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will be accepted: every service settled, the deadline passed, or the
+        transport is gone."""
+        return self._ended_at is not None or all(
+            outcome.state is not ServiceState.WAITING for outcome in self.services.values()
+        )
 
     @property
     def reasons(self) -> tuple[AbortReason, ...]:
@@ -137,58 +195,70 @@ class Gather:
     def expected(self) -> int:
         return len(self.services)
 
+    @property
+    def records(self) -> int:
+        """Records accepted so far, over every service."""
+        return sum(outcome.records for outcome in self.services.values())
+
     def request_sent(self, service: str) -> None:
         """The shell published this service's request (for the audit: asked, or never asked)."""
         self.sent.add(service)
 
-    def records(self) -> dict[str, tuple[UsageRecord, ...]]:
-        """The complete inventory of every service (meaningful once the status is COMPLETE)."""
-        return {service: outcome.records for service, outcome in self.services.items()}
-
-    def handle(self, event: GatherEvent) -> None:
+    def handle(self, event: GatherEvent) -> tuple[Action, ...]:
+        """Apply one event; return what the shell must store."""
         if event.at >= self.deadline and not isinstance(event, DeadlinePassed):
             self._expire(event.at)
         match event:
             case ReplyReceived():
-                self._on_reply(event)
+                return self._on_reply(event)
             case RequestReturned():
                 self._on_returned(event)
             case DeadlinePassed():
                 self._expire(event.at)
             case TransportLost():
                 self._on_transport_lost(event)
+            case ChunkRefused():
+                self._on_refused(event)
+        return ()
 
-    def _settle(self, at: datetime) -> None:
-        if self._settled_at is None and self.done:
-            self._settled_at = at
+    def _note(self, at: datetime) -> None:
+        if self._decided_at is None and self.decided:
+            self._decided_at = at
 
     def _fail(self, outcome: ServiceOutcome, code: AbortCode, message: str, at: datetime) -> None:
         outcome.state = ServiceState.FAILED
         outcome.reason = AbortReason(code=code, message=message, service=outcome.service)
-        self._settle(at)
+        self._note(at)
 
     def _expire(self, at: datetime) -> None:
         for outcome in self.services.values():
             if outcome.state is ServiceState.WAITING:
+                # An answer whose last chunk came but whose middle never did was sent and lost in
+                # part: incomplete. Anything else is a service that did not finish in time.
+                gap = outcome.last_seq is not None
                 self._fail(
                     outcome,
-                    AbortCode.DEADLINE,
+                    AbortCode.INCOMPLETE if gap else AbortCode.DEADLINE,
                     f"no complete reply before the deadline {self.deadline.isoformat()}"
                     f"{_missing_chunks(outcome)}",
                     at,
                 )
+        if self._ended_at is None:
+            self._ended_at = at
 
     def _on_transport_lost(self, event: TransportLost) -> None:
-        if self._settled_at is None:
+        if self._decided_at is None:
             self.transport_reason = AbortReason(
                 code=AbortCode.TRANSPORT_LOST,
                 message=f"reply channel lost while gathering: {event.reason}",
             )
-            self._settle(event.at)
+            self._note(event.at)
+        if self._ended_at is None:
+            self._ended_at = event.at
 
     def _on_returned(self, event: RequestReturned) -> None:
         outcome = self._by_request.get(event.correlation_id)
-        if outcome is None or outcome.state is not ServiceState.WAITING:
+        if outcome is None or outcome.state is not ServiceState.WAITING or self.finished:
             return
         self._fail(
             outcome,
@@ -198,71 +268,93 @@ class Gather:
             event.at,
         )
 
-    def _on_reply(self, event: ReplyReceived) -> None:
+    def _on_refused(self, event: ChunkRefused) -> None:
+        outcome = self.services.get(event.service)
+        if outcome is None or outcome.state is ServiceState.FAILED:
+            return
+        # The store checks what this machine cannot without holding records: even a service whose
+        # answer looked complete fails when one of its chunks repeats records.
+        self._fail(outcome, AbortCode.INVALID_REPLY, event.message, event.at)
+
+    def _on_reply(self, event: ReplyReceived) -> tuple[Action, ...]:
         outcome = self._by_request.get(event.correlation_id or "")
         if outcome is None:
             self.ignored[Ignored.UNKNOWN_CORRELATION] += 1
-            return
-        if outcome.state is not ServiceState.WAITING or self._settled_at is not None:
+            return ()
+        if outcome.state is not ServiceState.WAITING or self._ended_at is not None:
             self.ignored[_why_ignored(outcome)] += 1
-            return
+            return ()
+        keep = (KeepBody(outcome.service, outcome.request_id, event.body),)
         try:
             reply = UsageReply.from_json(event.body)
         except ValidationError as error:
-            outcome.raw_replies.append(event.body)
             self._fail(outcome, AbortCode.INVALID_REPLY, _describe(error), event.at)
-            return
-        if reply.chunk.seq in outcome.chunks:
-            self.ignored[Ignored.DUPLICATE] += 1
-            return
-        outcome.raw_replies.append(event.body)
-        self._accept(outcome, reply, event.at)
-
-    def _accept(self, outcome: ServiceOutcome, reply: UsageReply, at: datetime) -> None:
+            return keep
+        except (ValueError, ArithmeticError) as error:  # defensive: validation must never escape
+            self._fail(outcome, AbortCode.INVALID_REPLY, f"invalid reply: {type(error).__name__}", event.at)
+            return keep
         if reply.service != outcome.service or reply.request_id != outcome.request_id:
             self._fail(
                 outcome,
                 AbortCode.INVALID_REPLY,
                 f"reply names service {reply.service!r} request {reply.request_id!r}, "
                 f"expected {outcome.service!r} request {outcome.request_id!r}",
-                at,
+                event.at,
             )
-            return
+            return keep
         if reply.status == "error" and reply.error is not None:
             retry = " (retryable)" if reply.error.retryable else ""
             self._fail(
-                outcome, AbortCode.SERVICE_ERROR, f"{reply.error.code}: {reply.error.message}{retry}", at
+                outcome,
+                AbortCode.SERVICE_ERROR,
+                f"{reply.error.code}: {reply.error.message}{retry}",
+                event.at,
             )
-            return
-        outcome.chunks[reply.chunk.seq] = reply
-        self._complete_if_whole(outcome, at)
+            return keep
+        if reply.chunk.seq in outcome.received:
+            self.ignored[Ignored.DUPLICATE] += 1
+            return ()
+        return self._accept(outcome, reply, event)
 
-    def _complete_if_whole(self, outcome: ServiceOutcome, at: datetime) -> None:
-        last = next((reply for reply in outcome.chunks.values() if reply.chunk.last), None)
-        if last is None:
-            return
-        beyond = [seq for seq in outcome.chunks if seq > last.chunk.seq]
-        if beyond:
+    def _accept(self, outcome: ServiceOutcome, reply: UsageReply, event: ReplyReceived) -> tuple[Action, ...]:
+        chunk = reply.chunk
+        last_seq = chunk.seq if chunk.last else outcome.last_seq
+        if chunk.last and outcome.last_seq is not None:
             self._fail(
                 outcome,
                 AbortCode.INCOMPLETE,
-                f"chunk {max(beyond)} arrived after the last chunk {last.chunk.seq}",
-                at,
+                f"two last chunks: {outcome.last_seq} and {chunk.seq}",
+                event.at,
             )
-            return
-        if len(outcome.chunks) < last.chunk.seq + 1:
-            return  # earlier chunks may still be on their way
-        received = sum(len(reply.records) for reply in outcome.chunks.values())
-        if received != last.chunk.total_records:
+            return (KeepBody(outcome.service, outcome.request_id, event.body),)
+        highest = max(outcome.highest_seq, chunk.seq)
+        if last_seq is not None and highest > last_seq:
             self._fail(
                 outcome,
                 AbortCode.INCOMPLETE,
-                f"{received} records received, the last chunk announced {last.chunk.total_records}",
-                at,
+                f"chunk {highest} arrived after the last chunk {last_seq}",
+                event.at,
             )
-            return
+            return (KeepBody(outcome.service, outcome.request_id, event.body),)
+        outcome.received.add(chunk.seq)
+        outcome.records += len(reply.records)
+        outcome.highest_seq = highest
+        if chunk.last:
+            outcome.last_seq, outcome.announced = chunk.seq, chunk.total_records
+        stored = (StoreChunk(outcome.service, outcome.request_id, reply, event.body),)
+        if outcome.last_seq is None or len(outcome.received) < outcome.last_seq + 1:
+            return stored  # earlier chunks may still be on their way
+        if outcome.records != outcome.announced:
+            self._fail(
+                outcome,
+                AbortCode.INCOMPLETE,
+                f"{outcome.records} records received, the last chunk announced {outcome.announced}",
+                event.at,
+            )
+            return stored
         outcome.state = ServiceState.OK
-        self._settle(at)
+        self._note(event.at)
+        return stored
 
 
 def _why_ignored(outcome: ServiceOutcome) -> Ignored:
@@ -274,13 +366,12 @@ def _why_ignored(outcome: ServiceOutcome) -> Ignored:
 
 
 def _missing_chunks(outcome: ServiceOutcome) -> str:
-    if not outcome.chunks:
+    if not outcome.received:
         return ""
-    last = next((reply.chunk.seq for reply in outcome.chunks.values() if reply.chunk.last), None)
-    if last is None:
-        return f" ({len(outcome.chunks)} chunk(s) received, the last one not)"
-    missing = sorted(set(range(last + 1)) - set(outcome.chunks))
-    return f" ({len(outcome.chunks)} chunk(s) received, missing seq {', '.join(map(str, missing))})"
+    if outcome.last_seq is None:
+        return f" ({outcome.chunks} chunk(s) received, the last one not)"
+    missing = sorted(set(range(outcome.last_seq + 1)) - outcome.received)
+    return f" ({outcome.chunks} chunk(s) received, missing seq {', '.join(map(str, missing))})"
 
 
 def _describe(error: ValidationError) -> str:

@@ -61,21 +61,19 @@ def build_invoices(
     if reasons:
         return reasons
 
-    lines: dict[str, list[InvoiceLine]] = defaultdict(list)
+    usage_by_account: dict[str, list[BillableUsage]] = defaultdict(list)
     for (account, item_key), quantity in totals.items():
-        billable = BillableUsage(
-            account_id=account, item=item_key, quantity=quantity, unit=units[account, item_key]
+        usage_by_account[account].append(
+            BillableUsage(account_id=account, item=item_key, quantity=quantity, unit=units[account, item_key])
         )
-        lines[account].extend(price_usage(billable, item_key, card.items[item_key], card))
-
     invoices = tuple(
-        _invoice(
+        invoice_for(
             account,
-            sorted(lines[account], key=lambda line: (line.item, line.tier or 0)),
-            report_id,
-            revision,
-            period,
-            card,
+            usage_by_account.get(account, ()),
+            report_id=report_id,
+            revision=revision,
+            period=period,
+            card=card,
         )
         for account in sorted(everyone)
     )
@@ -83,9 +81,24 @@ def build_invoices(
     return InvoiceBatch(invoices=invoices, currency=card.currency, total=total)
 
 
-def _invoice(
-    account: str, lines: list[InvoiceLine], report_id: UUID, revision: int, period: Period, card: RateCard
+def invoice_for(
+    account: str,
+    usage: Iterable[BillableUsage],
+    *,
+    report_id: UUID,
+    revision: int,
+    period: Period,
+    card: RateCard,
+    supersedes: UUID | None = None,
 ) -> InvoiceIssued:
+    """One account's invoice: a line per priced tier of each item, sorted by item and tier.
+
+    Every usage must be of an item on the card, in the card's unit (``build_invoices`` checks).
+    """
+    lines: list[InvoiceLine] = []
+    for entry in usage:
+        lines.extend(price_usage(entry, entry.item, card.items[entry.item], card))
+    lines.sort(key=lambda line: (line.item, line.tier or 0))
     # Amounts are already rounded, so this sum is exact; round_money only gives "0.00" its places.
     subtotal = card.round_money(sum((line.amount for line in lines), Decimal(0)))
     return InvoiceIssued(
@@ -98,6 +111,7 @@ def _invoice(
         lines=tuple(lines),
         subtotal=subtotal,
         total=subtotal,
+        supersedes=supersedes,
     )
 
 

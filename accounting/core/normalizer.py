@@ -1,16 +1,18 @@
 """Normalization: each service's records in its own units → billable quantities per account.
 
-Exact: quantities are converted and summed as ``Fraction`` and rounded once, half-even, to
-``QUANTITY_PLACES`` per account and item — the quantity the customer sees. The billable unit of
-each metric comes from the rate card; the conversion table below says how to get there.
+Exact: quantities are summed exactly and converted as ratios of integers, and each account's
+total per item is rounded once, half-even, to ``QUANTITY_PLACES`` — the quantity the customer
+sees. The billable unit of each metric comes from the rate card; ``CONVERSIONS`` says how to get
+there. The same functions serve a whole report held in memory (``normalize``) and the streamed
+path that prices a report account by account from the store (``accounting/core/billing.py``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Context, Decimal, Inexact, localcontext
 from fractions import Fraction
 from typing import Literal
 
@@ -21,6 +23,12 @@ ByteBase = Literal["decimal", "binary"]
 
 _SECONDS_PER_HOUR = 3600
 _MIB = 2**20
+_PLACES = 6
+_SCALE = 10**_PLACES
+assert Decimal(1).scaleb(-_PLACES) == QUANTITY_PLACES
+# Sums of a service's decimal quantities are exact at this precision; should one not be, Inexact
+# raises and the sum is taken as a Fraction instead.
+_EXACT_SUM = Context(prec=200, traps=[Inexact])
 
 
 def _gigabyte(byte_base: ByteBase) -> int:
@@ -40,6 +48,90 @@ CONVERSIONS: Mapping[tuple[str, str], Factor] = {
 """(unit a service reports, billable unit on the rate card) → factor; equal units convert as 1."""
 
 
+@dataclass
+class Converter:
+    """The factor from a (metric, unit) a service reports to the metric's billable unit, or None."""
+
+    period: Period
+    billable_units: Mapping[str, str]
+    byte_base: ByteBase = "decimal"
+    _factors: dict[tuple[str, str], Fraction | None] = field(default_factory=dict, repr=False)
+
+    def factor(self, metric: str, unit: str) -> Fraction | None:
+        key = (metric, unit)
+        if key not in self._factors:
+            target = self.billable_units.get(metric)
+            if target is None:
+                self._factors[key] = None
+            elif unit == target:
+                self._factors[key] = Fraction(1)
+            else:
+                conversion = CONVERSIONS.get((unit, target))
+                self._factors[key] = None if conversion is None else conversion(self.period, self.byte_base)
+        return self._factors[key]
+
+    def _ratio(self, account_id: str, metric: str, unit: str) -> tuple[int, int]:
+        factor = self.factor(metric, unit)
+        if factor is None:
+            raise ValueError(f"{account_id}: no conversion for {metric!r} in {unit!r}")
+        return factor.numerator, factor.denominator
+
+    def problems(self, kinds: Iterable[tuple[str, str, str, int]]) -> tuple[AbortReason, ...]:
+        """One ``unknown_unit`` reason per unconvertible ``(service, metric, unit, records)``."""
+        return tuple(
+            _unknown_reason(service, metric, unit, affected, self.billable_units)
+            for service, metric, unit, affected in sorted(kinds)
+            if self.factor(metric, unit) is None
+        )
+
+    def account_usage(
+        self, account_id: str, quantities: Iterable[tuple[str, str, Decimal]]
+    ) -> list[BillableUsage]:
+        """One account's ``(metric, unit, quantity)`` records → its billable usage per item, sorted.
+
+        Every (metric, unit) must convert (check ``problems`` first).
+        """
+        sums: dict[tuple[str, str], Decimal] = {}
+        inexact: dict[tuple[str, str], Fraction] = {}
+        with localcontext(_EXACT_SUM):
+            for metric, unit, quantity in quantities:
+                key = (metric, unit)
+                try:
+                    sums[key] = sums[key] + quantity if key in sums else +quantity
+                except Inexact:  # more than 200 significant digits: sum the rest exactly as fractions
+                    inexact[key] = inexact.get(key, Fraction(0)) + Fraction(quantity)
+        # Each metric's exact total as a ratio of integers: over its units, the unit's sum times the
+        # unit's factor. Integer arithmetic gives the same exact value as Fraction, far cheaper.
+        totals: dict[str, tuple[int, int]] = {}
+        for (metric, unit), total in sums.items():
+            numerator, denominator = total.as_integer_ratio()
+            totals[metric] = _plus(
+                totals.get(metric), numerator, denominator, self._ratio(account_id, metric, unit)
+            )
+        for (metric, unit), extra in inexact.items():
+            ratio = (extra.numerator, extra.denominator)
+            totals[metric] = _plus(totals.get(metric), *ratio, self._ratio(account_id, metric, unit))
+        return [
+            BillableUsage(
+                account_id=account_id,
+                item=metric,
+                quantity=round_ratio(*totals[metric]),
+                unit=self.billable_units[metric],
+            )
+            for metric in sorted(totals)
+        ]
+
+
+def _plus(
+    total: tuple[int, int] | None, numerator: int, denominator: int, factor: tuple[int, int]
+) -> tuple[int, int]:
+    """``total + numerator/denominator * factor``, exactly, as an unreduced ratio of integers."""
+    top, bottom = numerator * factor[0], denominator * factor[1]
+    if total is None:
+        return top, bottom
+    return total[0] * bottom + top * total[1], total[1] * bottom
+
+
 @dataclass(frozen=True)
 class Normalized:
     usage: tuple[BillableUsage, ...]
@@ -53,51 +145,29 @@ def normalize(
     billable_units: Mapping[str, str],
     byte_base: ByteBase = "decimal",
 ) -> Normalized | tuple[AbortReason, ...]:
-    """Convert and sum every record; any record that cannot be converted aborts the report.
+    """Convert and sum every record held in memory; any record that cannot be converted aborts.
 
     ``billable_units`` maps each metric to the unit it is priced in. Every unconvertible
     (service, metric, unit) becomes one reason, with the number of records it affects.
     """
-    totals: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
-    unknown: dict[tuple[str, str, str], int] = defaultdict(int)
-    accounts: set[str] = set()
+    converter = Converter(period, billable_units, byte_base)
+    kinds: dict[tuple[str, str, str], int] = defaultdict(int)
+    by_account: dict[str, list[tuple[str, str, Decimal]]] = defaultdict(list)
     count = 0
     for service, records in records_by_service.items():
         for record in records:
             count += 1
-            accounts.add(record.account_id)
-            factor = _factor(record, period, billable_units, byte_base)
-            if factor is None:
-                unknown[(service, record.metric, record.unit)] += 1
-                continue
-            totals[(record.account_id, record.metric)] += Fraction(record.quantity) * factor
-    if unknown:
-        return tuple(
-            _unknown_reason(service, metric, unit, affected, billable_units)
-            for (service, metric, unit), affected in sorted(unknown.items())
-        )
+            kinds[(service, record.metric, record.unit)] += 1
+            by_account[record.account_id].append((record.metric, record.unit, record.quantity))
+    reasons = converter.problems((*kind, affected) for kind, affected in kinds.items())
+    if reasons:
+        return reasons
     usage = tuple(
-        BillableUsage(
-            account_id=account,
-            item=metric,
-            quantity=round_quantity(total),
-            unit=billable_units[metric],
-        )
-        for (account, metric), total in sorted(totals.items())
+        entry
+        for account in sorted(by_account)
+        for entry in converter.account_usage(account, by_account[account])
     )
-    return Normalized(usage=usage, accounts=frozenset(accounts), record_count=count)
-
-
-def _factor(
-    record: UsageRecord, period: Period, billable_units: Mapping[str, str], byte_base: ByteBase
-) -> Fraction | None:
-    target = billable_units.get(record.metric)
-    if target is None:
-        return None
-    if record.unit == target:
-        return Fraction(1)
-    conversion = CONVERSIONS.get((record.unit, target))
-    return None if conversion is None else conversion(period, byte_base)
+    return Normalized(usage=usage, accounts=frozenset(by_account), record_count=count)
 
 
 def _unknown_reason(
@@ -118,5 +188,13 @@ def _unknown_reason(
 
 def round_quantity(value: Fraction) -> Decimal:
     """Round an exact quantity once, half-even, to ``QUANTITY_PLACES``."""
-    scaled = value / Fraction(QUANTITY_PLACES)
-    return (Decimal(round(scaled)) * QUANTITY_PLACES).quantize(QUANTITY_PLACES, rounding=ROUND_HALF_EVEN)
+    return round_ratio(value.numerator, value.denominator)
+
+
+def round_ratio(numerator: int, denominator: int) -> Decimal:
+    """``numerator / denominator`` (≥ 0, denominator > 0) rounded once, half-even, to 6 places."""
+    units, remainder = divmod(numerator * _SCALE, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and units % 2 == 1):
+        units += 1
+    return Decimal(f"{units}E-{_PLACES}")  # exact at any size: no context rounds a string

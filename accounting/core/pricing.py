@@ -93,7 +93,9 @@ def _line(
     unit_price: Decimal,
 ) -> InvoiceLine:
     description = item.description if tier is None else f"{item.description} (tier {tier})"
-    return InvoiceLine(
+    # Every field is computed here from the validated card and usage: validating them again per
+    # line costs more than pricing it.
+    return InvoiceLine.model_construct(
         item=item_key,
         description=description,
         tier=tier,

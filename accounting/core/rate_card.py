@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
+from functools import cache
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -159,7 +160,7 @@ class RateCard(_Strict):
     @property
     def minor_unit(self) -> Decimal:
         """The smallest amount of the currency: ``Decimal("0.01")`` for 2 minor units, ``1`` for 0."""
-        return Decimal(1).scaleb(-self.minor_units)
+        return _minor_unit(self.minor_units)
 
     @property
     def billable_units(self) -> dict[str, str]:
@@ -170,8 +171,21 @@ class RateCard(_Strict):
         """Round ``amount`` to the currency's minor unit with the card's rounding rule."""
         # Enough precision that quantize never fails on a large amount, whatever the caller's context.
         precision = max(28, amount.adjusted() + self.minor_units + 2)
-        with localcontext(Context(prec=precision)):
-            return amount.quantize(self.minor_unit, rounding=_ROUNDING_MODES[self.rounding])
+        return amount.quantize(
+            _minor_unit(self.minor_units),
+            rounding=_ROUNDING_MODES[self.rounding],
+            context=_context(precision),
+        )
+
+
+@cache
+def _minor_unit(places: int) -> Decimal:
+    return Decimal(1).scaleb(-places)
+
+
+@cache
+def _context(precision: int) -> Context:
+    return Context(prec=precision)
 
 
 def _describe(detail: Mapping[str, Any]) -> str:

@@ -1,6 +1,9 @@
 """The accounting store's tables (SQLAlchemy Core). Migrations in ``migrations/`` create them.
 
 Money and quantities are stored as decimal strings, never floats: SQLite has no exact numeric.
+A report's replies are stored as they arrive: one ``gathers`` row per attempt at gathering it,
+each accepted chunk's raw body in ``reply_chunks`` and its records in ``usage_records`` (what
+pricing reads back, account by account, so no report is ever held in memory whole).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 
@@ -98,9 +102,58 @@ service_replies = Table(
     Column("reason_code", String(32), nullable=True),
     Column("reason", Text, nullable=True),
     Column("records", Integer, nullable=False),
-    Column("raw", JSON, nullable=False),
     Column("carried_from", String(36), nullable=True),
     Column("stored_at", UtcDateTime, nullable=False),
+    Column("gather_id", Integer, nullable=True),
+)
+
+gathers = Table(
+    "gathers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("report_id", String(36), ForeignKey("reports.report_id"), nullable=False, index=True),
+    Column("attempt", String(32), nullable=False),
+    Column("owner", String(128), nullable=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    sqlite_autoincrement=True,  # never reuse an id: a gather id names one attempt for good
+)
+
+reply_chunks = Table(
+    "reply_chunks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("gather_id", Integer, nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("seq", Integer, nullable=True),  # None: a body that was not a valid reply (audit only)
+    Column("request_id", String(128), nullable=True),
+    Column("records", Integer, nullable=False),
+    Column("accepted", Boolean, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Index("ix_reply_chunks_gather_service", "gather_id", "service"),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("gather_id", Integer, nullable=False),
+    Column("account_id", String(128), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("resource_id", String(256), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("unit", String(32), nullable=False),
+    Column("quantity", Text, nullable=False),
+    # Pricing reads a gather's records in account order; a service that lists one resource's
+    # metric twice in one answer would be billed twice, so the store refuses it.
+    Index(
+        "ux_usage_records_account_resource",
+        "gather_id",
+        "account_id",
+        "service",
+        "resource_id",
+        "metric",
+        unique=True,
+    ),
 )
 
 invoices = Table(
@@ -116,6 +169,7 @@ invoices = Table(
     Column("supersedes", String(36), nullable=True),
     Column("body", Text, nullable=False),
     Index("ix_invoices_period_account", "period_id", "account_id"),
+    Index("ix_invoices_report_account", "report_id", "account_id"),
 )
 
 outbox = Table(
@@ -128,11 +182,21 @@ outbox = Table(
     Column("routing_key", String(64), nullable=False),
     Column("message_type", String(64), nullable=False),
     Column("mandatory", Boolean, nullable=False),
-    Column("body", Text, nullable=False),
+    Column("body", Text, nullable=True),  # None for an invoice: its body is invoices.body
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime, nullable=True, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
-    Column("claim", String(36), nullable=True),
+    Column("claim", String(36), nullable=True, index=True),
     Column("claimed_until", UtcDateTime, nullable=True),
+    # False while a report's invoices are being written: the relay sees them all at once.
+    Column("ready", Boolean, nullable=False, default=True),
+    # The report's own event (ReportCompleted/ReportAborted): relayed after its other rows.
+    Column("final", Boolean, nullable=False, default=False),
+    Index(
+        "ix_outbox_unsent",
+        "id",
+        sqlite_where=text("sent_at IS NULL"),
+        postgresql_where=text("sent_at IS NULL"),
+    ),
 )

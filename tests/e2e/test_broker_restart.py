@@ -14,17 +14,10 @@ from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Completed
 from accounting.payments import PaymentConsumer
 from contracts import Period, Topology
+from tests.broker import rabbitmqctl
 from tests.integration.support import StaticService, coordinator, eventually, record, serving
 
 pytestmark = pytest.mark.integration
-
-
-async def rabbitmqctl(*args: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, error = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {error.decode()}"
 
 
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs the local broker's rabbitmqctl")

@@ -62,6 +62,8 @@ class StaticService:
     delay: float = 0.0
     error: Exception | None = None
     calls: list[Period] = field(default_factory=list)
+    answered: int = 0
+    """Calls that returned their records (after the delay)."""
 
     async def usage(self, period: Period) -> Sequence[UsageRecord]:
         self.calls.append(period)
@@ -69,6 +71,7 @@ class StaticService:
             await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
+        self.answered += 1
         return self.records
 
 
@@ -123,6 +126,7 @@ async def coordinator(
     card: RateCard = TEST_CARD,
     consume: bool = True,
     store_url: str | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[RunningCoordinator]:
     runs: list[ReportRun] = []
     done = asyncio.Event()
@@ -140,6 +144,7 @@ async def coordinator(
             store_url=store_url or f"sqlite+aiosqlite:///{workdir}/reckon.sqlite3",
             relay_poll_seconds=0.2,
             shutdown_grace_seconds=1,
+            **overrides,
         )
         app = await start_coordinator(settings, card=card, consume=consume, on_report=on_report)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -151,21 +153,32 @@ async def test_connection_lost_mid_gather_aborts_promptly(
     assert reason.service is None
 
 
-async def test_services_not_yet_asked_when_the_report_aborts_are_stored_as_not_asked(
+async def test_an_abort_is_announced_at_once_and_the_other_answers_are_still_stored_for_a_replay(
     amqp_url: str, connection: AbstractRobustConnection, topology: Topology
 ) -> None:
     compute = compute_service()
+    slow = StaticService("slow", [record("acct-1", "vol-1", "vcpu", "7200", "vCPU-second")], delay=2)
     async with (
-        serving(connection, topology, compute),
-        coordinator(amqp_url, topology, ["ghost", "compute"]) as running,
+        serving(connection, topology, compute, slow),
+        coordinator(amqp_url, topology, ["ghost", "compute", "slow"], deadline_seconds=20) as running,
+        listening(connection, topology.reports.name) as reports,
     ):
-        run = await running.run_period(PERIOD)
+        building = asyncio.create_task(running.run_period(PERIOD))
+        [announced] = await reports.wait_for(1)
+        answered_when_announced = slow.answered
+        run = await building
         stored = await running.app.store.replies(run.key.report_id)
+        record_after = await running.app.store.get(run.key.report_id)
 
     assert isinstance(run.outcome, Aborted)
+    assert announced["reasons"] == [
+        {"code": "unroutable", "service": "ghost", "message": run.outcome.report.reasons[0].message}
+    ]
+    assert answered_when_announced == 0  # announced before the slow service had even answered
     assert (stored["ghost"].state, stored["ghost"].reason_code) == ("failed", "unroutable")
-    assert (stored["compute"].state, stored["compute"].request_id) == ("not asked", None)
-    assert compute.calls == []
+    assert (stored["compute"].state, stored["compute"].records) == ("ok", 1)
+    assert (stored["slow"].state, stored["slow"].records) == ("ok", 1)
+    assert record_after is not None and record_after.owner is None  # done collecting: lease released
 
 
 async def test_after_the_reply_channel_is_lost_the_next_report_opens_a_new_one(

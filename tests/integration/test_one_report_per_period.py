@@ -45,6 +45,7 @@ async def test_ten_duplicate_events_on_two_replicas_make_exactly_one_report(
         )
         replicas = [first.app.consumer, second.app.consumer]
         await eventually(lambda: sum(consumer.handled for consumer in replicas if consumer) == 10, timeout=30)
+        await eventually(lambda: len(first.runs + second.runs) == 1, timeout=30)
         [run] = first.runs + second.runs
         builder = first if first.runs else second
         await builder.wait_until(run, ReportStatus.COMPLETED)

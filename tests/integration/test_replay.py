@@ -174,9 +174,10 @@ async def test_a_forced_replay_gives_a_vanished_account_an_empty_invoice_superse
         compute.records = [vcpu_hours("acct-1", 10)]
         run = await replay(running.app.coordinator, "2026-10", force=True)
         await running.wait_until(run, ReportStatus.COMPLETED)
+        invoices = await running.app.store.invoices(report_id=run.key.report_id)
 
     assert isinstance(run.outcome, Completed)
-    vanished = {invoice.account_id: invoice for invoice in run.outcome.invoices}["acct-2"]
+    vanished = {invoice.account_id: invoice for invoice in invoices}["acct-2"]
     assert (vanished.invoice_id, vanished.supersedes) == (
         invoice_id("acct-2", "2026-10", 2),
         invoice_id("acct-2", "2026-10", 1),

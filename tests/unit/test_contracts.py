@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from contracts import (
     DELIVERY_LIMIT,
+    SCHEMA_VERSION,
     AbortCode,
     AbortReason,
     Chunk,
     InvoiceIssued,
     InvoiceLine,
-    InvoiceRef,
     Message,
     Period,
     PeriodClosed,
@@ -91,11 +91,7 @@ MESSAGES: dict[str, Message] = {
         revision=1,
         period=OCTOBER,
         currency="EUR",
-        invoices=(
-            InvoiceRef(
-                invoice_id=invoice_id("acme", "2026-10", 1), account_id="acme", total=Decimal("23.81")
-            ),
-        ),
+        invoice_count=1,
         total=Decimal("23.81"),
         records=12,
     ),
@@ -262,6 +258,25 @@ def test_a_schema_version_that_is_not_major_minor_is_rejected() -> None:
         UsageRequest.model_validate(request_json(schema_version="one"))
 
 
+def test_each_message_type_carries_its_own_version() -> None:
+    assert json.loads(MESSAGES["UsageRequest"].to_json())["schema_version"] == SCHEMA_VERSION
+    assert json.loads(MESSAGES["ReportCompleted"].to_json())["schema_version"] == "2.0"
+
+
+def test_report_completed_1x_is_refused_by_a_2x_reader_rather_than_misread() -> None:
+    old = json.loads(MESSAGES["ReportCompleted"].to_json())
+    old.update(schema_version="1.1", invoices=[])
+    refused = r"schema_version 1\.1 is not supported: this build reads major version 2"
+    with pytest.raises(ValidationError, match=refused):
+        ReportCompleted.model_validate(old)
+
+
+def test_report_completed_stays_small_at_any_number_of_invoices() -> None:
+    event = MESSAGES["ReportCompleted"].model_copy(update={"invoice_count": 100_000})
+
+    assert len(event.to_json()) < 1_000
+
+
 def test_unknown_fields_are_ignored() -> None:
     data = reply_with_quantity("1")
     data["priority"] = "high"
@@ -372,10 +387,16 @@ def test_work_queues_are_quorum_queues_that_dead_letter_after_a_delivery_limit()
         "x-delivery-limit": DELIVERY_LIMIT,
     }
 
-    for queue in (topology.usage_queue("compute"), topology.payments_queue):
-        assert queue.arguments == expected, queue.name
+    assert topology.payments_queue.arguments == expected
     assert topology.period_closed_queue.arguments == {**expected, "x-single-active-consumer": True}
     assert topology.dead_letters_queue.arguments == {"x-queue-type": "quorum"}
+
+
+def test_usage_request_queues_are_classic_queues_that_dead_letter() -> None:
+    assert Topology("ci").usage_queue("compute").arguments == {
+        "x-queue-type": "classic",
+        "x-dead-letter-exchange": "ci.billing.dlx",
+    }
 
 
 # Broker helpers --------------------------------------------------------------------------------

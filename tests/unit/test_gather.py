@@ -9,13 +9,17 @@ from decimal import Decimal
 import pytest
 
 from accounting.core.gather import (
+    Action,
+    ChunkRefused,
     DeadlinePassed,
     Gather,
     GatherStatus,
     Ignored,
+    KeepBody,
     ReplyReceived,
     RequestReturned,
     ServiceState,
+    StoreChunk,
     TransportLost,
     request_ids,
 )
@@ -72,18 +76,33 @@ def only_reason(gather: Gather) -> AbortReason:
     return reason
 
 
-def test_every_service_ok_completes_with_the_records_of_each() -> None:
+def stored(actions: Sequence[Action]) -> dict[str, tuple[UsageRecord, ...]]:
+    """The records the machine handed over to be stored, per service, in chunk order."""
+    chunks = sorted(
+        (action for action in actions if isinstance(action, StoreChunk)),
+        key=lambda action: (action.service, action.reply.chunk.seq),
+    )
+    found: dict[str, tuple[UsageRecord, ...]] = {}
+    for chunk in chunks:
+        found[chunk.service] = found.get(chunk.service, ()) + chunk.reply.records
+    return found
+
+
+def test_every_service_ok_completes_handing_over_the_records_of_each_to_store() -> None:
     gather = new_gather()
-    gather.handle(reply("compute", body("compute", [record("vm-1"), record("vm-2")])))
-    gather.handle(reply("storage", body("storage", [record("vol-1")])))
+    actions = [
+        *gather.handle(reply("compute", body("compute", [record("vm-1"), record("vm-2")]))),
+        *gather.handle(reply("storage", body("storage", [record("vol-1")]))),
+    ]
 
     assert gather.status is GatherStatus.COMPLETE
-    assert gather.done
+    assert gather.decided and gather.finished
     assert gather.reasons == ()
-    assert gather.records() == {
+    assert stored(actions) == {
         "compute": (record("vm-1"), record("vm-2")),
         "storage": (record("vol-1"),),
     }
+    assert (gather.services["compute"].records, gather.records) == (2, 3)
 
 
 def test_status_stays_gathering_while_a_service_has_not_answered() -> None:
@@ -146,12 +165,12 @@ def test_error_reply_fails_the_service_with_its_code_and_message() -> None:
 
 def test_reply_that_is_not_json_is_an_invalid_reply() -> None:
     gather = new_gather()
-    gather.handle(reply("compute", b"this is not json"))
+    actions = gather.handle(reply("compute", b"this is not json"))
 
     reason = only_reason(gather)
     assert (reason.code, reason.service) == (AbortCode.INVALID_REPLY, "compute")
     assert reason.message.startswith("invalid reply: body: Invalid JSON")
-    assert gather.services["compute"].raw_replies == [b"this is not json"]
+    assert actions == (KeepBody("compute", REQUESTS["compute"], b"this is not json"),)
 
 
 @pytest.mark.parametrize(
@@ -236,17 +255,32 @@ def test_reply_stamped_at_the_deadline_is_late_and_its_service_misses_the_deadli
     assert (reason.code, reason.service) == (AbortCode.DEADLINE, "compute")
 
 
-def test_reply_after_an_abort_is_ignored_as_late_and_changes_nothing() -> None:
+def test_after_an_abort_the_other_services_answers_are_still_taken_for_a_replay() -> None:
     gather = new_gather()
     gather.handle(RequestReturned(REQUESTS["storage"], "NO_ROUTE", at(0.1)))
     reasons_before = gather.reasons
+    assert gather.decided and not gather.finished
 
-    gather.handle(reply("compute", body("compute"), seconds=2))
+    actions = gather.handle(reply("compute", body("compute", [record()]), seconds=2))
 
-    assert gather.ignored[Ignored.LATE] == 1
+    assert stored(actions) == {"compute": (record(),)}
     assert gather.status is GatherStatus.ABORTED
     assert gather.reasons == reasons_before
-    assert gather.services["compute"].state is ServiceState.WAITING
+    assert gather.services["compute"].state is ServiceState.OK
+    assert gather.finished
+
+
+def test_after_an_abort_a_reply_past_the_deadline_is_late_and_changes_nothing() -> None:
+    gather = new_gather()
+    gather.handle(RequestReturned(REQUESTS["storage"], "NO_ROUTE", at(0.1)))
+    gather.handle(DeadlinePassed(DEADLINE))
+
+    actions = gather.handle(reply("compute", body("compute"), seconds=31))
+
+    assert actions == ()
+    assert gather.ignored[Ignored.LATE] == 1
+    assert gather.services["compute"].state is ServiceState.FAILED
+    assert gather.finished
 
 
 def test_second_reply_from_an_ok_service_is_an_ignored_duplicate() -> None:
@@ -255,7 +289,7 @@ def test_second_reply_from_an_ok_service_is_an_ignored_duplicate() -> None:
     gather.handle(reply("compute", body("compute", [record("vm-9")]), seconds=2))
 
     assert gather.ignored[Ignored.DUPLICATE] == 1
-    assert gather.services["compute"].records == (record(),)
+    assert gather.services["compute"].records == 1
     assert gather.status is GatherStatus.GATHERING
 
 
@@ -293,26 +327,79 @@ def test_chunks_out_of_order_complete_only_when_all_arrived_with_records_in_seq_
     a, b, c, d, e = (record(f"vm-{n}") for n in range(5))
     gather = new_gather("compute")
 
-    gather.handle(reply("compute", body("compute", [e], seq=2, last=True, total=5)))
-    gather.handle(reply("compute", body("compute", [a, b], seq=0, last=False, total=5)))
+    actions = [
+        *gather.handle(reply("compute", body("compute", [e], seq=2, last=True, total=5))),
+        *gather.handle(reply("compute", body("compute", [a, b], seq=0, last=False, total=5))),
+    ]
     assert not gather.done
     assert gather.services["compute"].state is ServiceState.WAITING
 
-    gather.handle(reply("compute", body("compute", [c, d], seq=1, last=False, total=5)))
+    actions += gather.handle(reply("compute", body("compute", [c, d], seq=1, last=False, total=5)))
     assert gather.status is GatherStatus.COMPLETE
-    assert gather.records() == {"compute": (a, b, c, d, e)}
+    assert stored(actions) == {"compute": (a, b, c, d, e)}
 
 
 def test_duplicate_chunk_is_ignored() -> None:
     first = body("compute", [record("vm-0")], seq=0, last=False, total=2)
     gather = new_gather("compute")
-    gather.handle(reply("compute", first))
-    gather.handle(reply("compute", first, seconds=2))
-    gather.handle(reply("compute", body("compute", [record("vm-1")], seq=1, last=True, total=2)))
+    actions = [
+        *gather.handle(reply("compute", first)),
+        *gather.handle(reply("compute", first, seconds=2)),
+        *gather.handle(reply("compute", body("compute", [record("vm-1")], seq=1, last=True, total=2))),
+    ]
 
     assert gather.ignored[Ignored.DUPLICATE] == 1
     assert gather.status is GatherStatus.COMPLETE
-    assert gather.records() == {"compute": (record("vm-0"), record("vm-1"))}
+    assert stored(actions) == {"compute": (record("vm-0"), record("vm-1"))}
+
+
+def test_an_error_reply_after_some_chunks_fails_the_service_rather_than_passing_for_a_repeat() -> None:
+    error = UsageReply(
+        request_id=REQUESTS["compute"],
+        service="compute",
+        status="error",
+        error=ServiceError(code="internal", message="disk failed mid-stream"),
+    ).to_json()
+    gather = new_gather("compute")
+    gather.handle(reply("compute", body("compute", [record("vm-0")], seq=0, last=False)))
+
+    gather.handle(reply("compute", error, seconds=2))
+
+    reason = only_reason(gather)
+    assert (reason.code, reason.message) == (AbortCode.SERVICE_ERROR, "internal: disk failed mid-stream")
+
+
+def test_a_chunk_the_store_refused_fails_even_a_service_that_looked_complete() -> None:
+    gather = new_gather("compute")
+    gather.handle(reply("compute", body("compute", [record("vm-0")])))
+    assert gather.status is GatherStatus.COMPLETE
+
+    gather.handle(ChunkRefused("compute", "chunk 0 lists vm-0 twice", at(2)))
+
+    reason = only_reason(gather)
+    assert (reason.code, reason.service, reason.message) == (
+        AbortCode.INVALID_REPLY,
+        "compute",
+        "chunk 0 lists vm-0 twice",
+    )
+
+
+def test_two_last_chunks_are_incomplete() -> None:
+    gather = new_gather("compute")
+    gather.handle(reply("compute", body("compute", [record("vm-0")], seq=1, last=True, total=2)))
+
+    gather.handle(reply("compute", body("compute", [record("vm-1")], seq=2, last=True, total=2)))
+
+    reason = only_reason(gather)
+    assert (reason.code, reason.message) == (AbortCode.INCOMPLETE, "two last chunks: 1 and 2")
+
+
+def test_the_machine_keeps_counters_not_records() -> None:
+    gather = new_gather("compute")
+    gather.handle(reply("compute", body("compute", [record(f"vm-{n}") for n in range(50)], last=False)))
+
+    outcome = gather.services["compute"]
+    assert (outcome.records, outcome.chunks, outcome.received) == (50, 1, {0})
 
 
 def test_total_records_that_do_not_match_the_records_received_are_incomplete() -> None:
@@ -357,7 +444,10 @@ def test_deadline_message_does_not_claim_a_received_last_chunk_is_missing() -> N
     gather.handle(reply("compute", body("compute", [record("vm-2")], seq=2, last=True, total=3)))
     gather.handle(DeadlinePassed(DEADLINE))
 
-    assert "last one missing" not in only_reason(gather).message
+    reason = only_reason(gather)
+    assert "last one missing" not in reason.message
+    assert reason.code is AbortCode.INCOMPLETE  # the answer came, with a hole in it
+    assert "2 chunk(s) received, missing seq 1" in reason.message
 
 
 def test_a_gather_without_services_is_refused() -> None:

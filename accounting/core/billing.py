@@ -1,0 +1,96 @@
+"""Pricing a report a window of accounts at a time: the streamed path from stored records to
+invoice bodies, with the same normalizer, pricing and corrections as a report held in memory.
+
+Pure: the shell reads a window of records (sorted by account) and the superseded invoices of the
+same accounts from the store, calls ``price_window`` (off the event loop), and writes the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import groupby
+from operator import itemgetter
+from uuid import UUID
+
+from accounting.core.corrections import empty_correction
+from accounting.core.invoices import invoice_for
+from accounting.core.normalizer import Converter
+from accounting.core.rate_card import RateCard
+from accounting.core.report import ReportKey
+from contracts import InvoiceIssued
+
+UsageRow = tuple[str, str, str, str, str]
+"""``(account_id, service, metric, unit, quantity)``, as the store gives them."""
+
+
+@dataclass(frozen=True)
+class PricedInvoice:
+    """An invoice ready to store and publish: ``body`` is its JSON, serialised once."""
+
+    invoice_id: UUID
+    account_id: str
+    total: Decimal
+    supersedes: UUID | None
+    body: str
+
+
+@dataclass(frozen=True)
+class PricedWindow:
+    invoices: tuple[PricedInvoice, ...]
+    total: Decimal
+    """The exact sum of the window's invoice totals (each already rounded)."""
+    records: int
+
+
+def converter_for(key: ReportKey, card: RateCard) -> Converter:
+    return Converter(key.period, card.billable_units, card.byte_base)
+
+
+def price_window(
+    rows: Sequence[UsageRow],
+    superseded: Mapping[str, UUID],
+    *,
+    key: ReportKey,
+    card: RateCard,
+    converter: Converter,
+) -> PricedWindow:
+    """Invoices of every account in ``rows`` (sorted by account) and in ``superseded``.
+
+    ``superseded`` maps the accounts of this window to the invoice of the revision being corrected:
+    each new invoice names it, and an account with no usage now gets an empty correction. Every
+    row's (metric, unit) must convert (the caller checked ``Converter.problems`` for the report).
+    """
+    invoices: dict[str, InvoiceIssued] = {}
+    for account, records in groupby(rows, key=itemgetter(0)):
+        usage = converter.account_usage(
+            account, ((metric, unit, Decimal(quantity)) for _, _, metric, unit, quantity in records)
+        )
+        invoices[account] = invoice_for(
+            account,
+            usage,
+            report_id=key.report_id,
+            revision=key.revision,
+            period=key.period,
+            card=card,
+            supersedes=superseded.get(account),
+        )
+    for account, old in superseded.items():
+        if account not in invoices:
+            invoices[account] = empty_correction(
+                account, old, report_id=key.report_id, revision=key.revision, period=key.period, card=card
+            )
+    priced = tuple(
+        PricedInvoice(
+            invoice_id=invoice.invoice_id,
+            account_id=account,
+            total=invoice.total,
+            supersedes=invoice.supersedes,
+            body=invoice.model_dump_json(),
+        )
+        for account, invoice in sorted(invoices.items())
+    )
+    return PricedWindow(
+        invoices=priced, total=sum((invoice.total for invoice in priced), Decimal(0)), records=len(rows)
+    )

@@ -1,0 +1,76 @@
+"""Holding a report's lease while it is built: renewed in the background, lost loudly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+from accounting.store.repository import ReportStore
+
+log = logging.getLogger("reckon.lease")
+
+
+class LeaseKeeper:
+    """Renews ``owner``'s lease on a report every third of ``lease`` while the block runs.
+
+    The lease is what stops another coordinator from taking the report over as abandoned, however
+    long it takes to gather, price and store. If a renewal finds the lease gone, the keeper says so
+    and stops; the builder's next write is refused by the store's fence (``LeaseLost``). A renewal
+    that fails because the store is briefly unreachable is retried at the next tick.
+    """
+
+    def __init__(
+        self,
+        store: ReportStore,
+        report_id: UUID,
+        owner: str,
+        lease: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._report_id = report_id
+        self._owner = owner
+        self._lease = lease
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self.lost = False
+
+    def until(self) -> datetime:
+        """When a lease taken or renewed now runs out."""
+        return self._clock() + self._lease
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._renew(), name=f"lease {self._report_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _renew(self) -> None:
+        interval = self._lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                held = await self._store.renew_lease(self._report_id, self._owner, self.until())
+            except Exception as error:  # the store is briefly unreachable: try again next tick
+                log.warning("report %s: could not renew its lease (%s); retrying", self._report_id, error)
+                continue
+            if not held:
+                self.lost = True
+                log.error(
+                    "report %s: lease lost (another coordinator took it over, or it was finished); "
+                    "this coordinator stops writing to it",
+                    self._report_id,
+                )
+                return

@@ -1,0 +1,194 @@
+"""Normalizing and pricing a gathered report from the store, a window of accounts at a time.
+
+Records are read back in account order, a page at a time; each window is normalized and priced
+in a worker thread (the event loop keeps serving heartbeats and other reports) and its invoices
+are written in one batch. Nothing is visible to the relay until ``finish_completed`` moves the
+report to PUBLISHING, so a report's invoices go out all or none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import partial
+from uuid import UUID
+
+import anyio.to_thread
+
+from accounting.core.billing import PricedWindow, UsageRow, converter_for, price_window
+from accounting.core.lifecycle import ReportStatus
+from accounting.core.normalizer import Converter
+from accounting.core.rate_card import RateCard
+from accounting.core.report import ReportKey, ReportOutcome, aborted, completed
+from accounting.store.repository import ReportStore, StagedInvoice
+
+log = logging.getLogger("reckon.pricer")
+
+PAGE_RECORDS = 20_000
+"""Records read per window: enough to amortise a query, small enough to keep memory flat."""
+
+
+@dataclass
+class StageTimes:
+    """Where a report's build spent its time after the gather, for the log and the benchmarks.
+
+    Reading, pricing and writing overlap (a pipeline), so the three add up to more than the stage.
+    """
+
+    read: float = 0.0
+    price: float = 0.0
+    store: float = 0.0
+    windows: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"read {self.read:.2f}s, normalize+price {self.price:.2f}s, store {self.store:.2f}s "
+            f"in {self.windows} window(s)"
+        )
+
+
+class Pricer:
+    """Moves a gathered report through NORMALIZING and PRICING to PUBLISHING (or ABORTED)."""
+
+    def __init__(
+        self,
+        store: ReportStore,
+        card: RateCard,
+        owner: str,
+        clock: Callable[[], datetime],
+        page_records: int = PAGE_RECORDS,
+    ) -> None:
+        self._store = store
+        self._card = card
+        self._owner = owner
+        self._clock = clock
+        self._page = page_records
+
+    async def run(self, key: ReportKey, gather_id: int, supersedes: UUID | None) -> ReportOutcome:
+        store, owner, card = self._store, self._owner, self._card
+        await self._move(key, ReportStatus.NORMALIZING, "every service answered")
+        converter = converter_for(key, card)
+        kinds = await store.record_units(gather_id)
+        reasons = converter.problems(kinds)
+        if reasons:
+            failed = aborted(key, reasons)
+            why = "; ".join(map(str, reasons))
+            await store.finish_aborted(key.report_id, failed.report, self._clock(), why, owner=owner)
+            log.warning("report %s period %s → aborted: %s", key.report_id, key.period.period_id, why)
+            return failed
+        records = sum(count for *_, count in kinds)
+        await self._move(key, ReportStatus.PRICING, f"{records} records")
+        await store.clear_staged(key.report_id, owner)
+        times = StageTimes()
+        invoices, total = await self._price_windows(key, gather_id, supersedes, converter, times)
+        outcome = completed(key, card, invoices=invoices, total=total, records=records)
+        summary = f"{invoices} invoices, total {outcome.report.total} {card.currency} ({times})"
+        await store.finish_completed(
+            key.report_id,
+            outcome.report,
+            self._clock(),
+            summary,
+            owner=owner,
+            rate_card=card.model_dump(mode="json"),
+        )
+        log.info("report %s period %s → publishing: %s", key.report_id, key.period.period_id, summary)
+        return outcome
+
+    async def _price_windows(
+        self,
+        key: ReportKey,
+        gather_id: int,
+        supersedes: UUID | None,
+        converter: Converter,
+        times: StageTimes,
+    ) -> tuple[int, Decimal]:
+        """Price every window and stage its invoices; return how many and their exact total.
+
+        A small pipeline: the next window is read while this one is priced in a worker thread,
+        and a priced window is written while the next one is priced.
+        """
+        invoices, total = 0, Decimal(0)
+        reading = asyncio.create_task(self._read(gather_id, "", supersedes, times))
+        staging: asyncio.Task[None] | None = None
+        try:
+            while True:
+                rows, superseded, upto = await reading
+                if upto is not None:
+                    reading = asyncio.create_task(self._read(gather_id, upto, supersedes, times))
+                started = time.perf_counter()
+                window: PricedWindow = await anyio.to_thread.run_sync(
+                    partial(price_window, rows, superseded, key=key, card=self._card, converter=converter)
+                )
+                times.price += time.perf_counter() - started
+                if staging is not None:
+                    await staging
+                staging = asyncio.create_task(self._stage(key, window, times))
+                times.windows += 1
+                invoices += len(window.invoices)
+                total += window.total
+                if upto is None:
+                    await staging
+                    return invoices, total
+        finally:
+            for task in (reading, staging):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _read(
+        self, gather_id: int, after: str, supersedes: UUID | None, times: StageTimes
+    ) -> tuple[list[UsageRow], dict[str, UUID], str | None]:
+        """The next window's records and the superseded invoices of its accounts."""
+        started = time.perf_counter()
+        rows, upto = await self._window(gather_id, after)
+        superseded = {} if supersedes is None else await self._store.invoice_refs(supersedes, after, upto)
+        times.read += time.perf_counter() - started
+        return rows, superseded, upto
+
+    async def _window(self, gather_id: int, after: str) -> tuple[list[UsageRow], str | None]:
+        """The next whole accounts after ``after`` and the last of them (None: this is the end)."""
+        rows = await self._store.usage_page(gather_id, after, self._page)
+        if len(rows) < self._page:
+            return rows, None
+        last = rows[-1][0]
+        cut = len(rows)
+        while cut > 0 and rows[cut - 1][0] == last:  # the page may end inside an account
+            cut -= 1
+        if cut == 0:  # one account with more records than a page: take it whole
+            return await self._store.usage_of_account(gather_id, last), last
+        return rows[:cut], rows[cut - 1][0]
+
+    async def _stage(self, key: ReportKey, window: PricedWindow, times: StageTimes) -> None:
+        if not window.invoices:
+            return
+        started = time.perf_counter()
+        await self._store.stage_invoices(
+            key.report_id,
+            self._owner,
+            period_id=key.period.period_id,
+            revision=key.revision,
+            currency=self._card.currency,
+            invoices=[
+                StagedInvoice(
+                    invoice_id=invoice.invoice_id,
+                    account_id=invoice.account_id,
+                    total=str(invoice.total),
+                    supersedes=invoice.supersedes,
+                    body=invoice.body,
+                )
+                for invoice in window.invoices
+            ],
+            at=self._clock(),
+        )
+        times.store += time.perf_counter() - started
+
+    async def _move(self, key: ReportKey, status: ReportStatus, reason: str) -> None:
+        await self._store.move(key.report_id, status, self._clock(), reason, owner=self._owner)
+        log.info("report %s period %s → %s: %s", key.report_id, key.period.period_id, status, reason)

@@ -1,0 +1,257 @@
+"""A report's invoices and the events that finish it, written with their outbox rows.
+
+Invoices are written in batches while a report is priced, with outbox rows the relay cannot see
+yet (``ready`` false); the transaction that moves the report to PUBLISHING makes them all visible
+at once, with the report's own event (``final``) after them. So a report's invoices go out all or
+none, and an aborted report never has any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from accounting.core.lifecycle import ReportStatus
+from accounting.store import schema
+from accounting.store.engine import fence, insert_rows
+from accounting.store.reports import ACTIVE, transition
+from contracts import (
+    ROUTING_INVOICE_ISSUED,
+    ROUTING_REPORT_ABORTED,
+    ROUTING_REPORT_COMPLETED,
+    InvoiceIssued,
+    Message,
+    ReportAborted,
+    ReportCompleted,
+)
+
+ISSUED = (ReportStatus.PUBLISHING, ReportStatus.COMPLETED)
+"""Statuses whose invoices exist for the world (not the batches of a report still being priced)."""
+
+
+@dataclass(frozen=True)
+class StagedInvoice:
+    """One priced invoice, serialised once: the body stored is the body published."""
+
+    invoice_id: UUID
+    account_id: str
+    total: str
+    supersedes: UUID | None
+    body: str
+
+
+_INVOICE_COLUMNS = (
+    "invoice_id",
+    "report_id",
+    "period_id",
+    "revision",
+    "account_id",
+    "currency",
+    "total",
+    "supersedes",
+    "body",
+)
+_OUTBOX_COLUMNS = (
+    "report_id",
+    "message_id",
+    "exchange",
+    "routing_key",
+    "message_type",
+    "mandatory",
+    "body",
+    "created_at",
+    "attempts",
+    "ready",
+    "final",
+)
+
+
+class InvoicesRepository:
+    engine: AsyncEngine
+
+    async def clear_staged(self, report_id: UUID, owner: str) -> None:
+        """Drop the invoice batches of an earlier attempt at pricing this report."""
+        async with self.engine.begin() as connection:
+            await fence(connection, report_id, owner, (ReportStatus.PRICING,))
+            await _drop_staged(connection, report_id)
+
+    async def stage_invoices(
+        self,
+        report_id: UUID,
+        owner: str,
+        *,
+        period_id: str,
+        revision: int,
+        currency: str,
+        invoices: Sequence[StagedInvoice],
+        at: datetime,
+    ) -> None:
+        """Write a batch of invoices and their (not yet ready) outbox rows, fenced by the lease."""
+        rows = [
+            (
+                str(invoice.invoice_id),
+                str(report_id),
+                period_id,
+                revision,
+                invoice.account_id,
+                currency,
+                invoice.total,
+                None if invoice.supersedes is None else str(invoice.supersedes),
+                invoice.body,
+            )
+            for invoice in invoices
+        ]
+        outbox = [
+            (
+                str(report_id),
+                str(invoice.invoice_id),
+                "invoices",
+                ROUTING_INVOICE_ISSUED,
+                InvoiceIssued.__name__,
+                True,
+                None,
+                at,
+                0,
+                False,
+                False,
+            )
+            for invoice in invoices
+        ]
+        async with self.engine.begin() as connection:
+            await fence(connection, report_id, owner, (ReportStatus.PRICING,))
+            await insert_rows(connection, schema.invoices, _INVOICE_COLUMNS, rows)
+            await insert_rows(connection, schema.outbox, _OUTBOX_COLUMNS, outbox)
+
+    async def finish_completed(
+        self,
+        report_id: UUID,
+        completed: ReportCompleted,
+        at: datetime,
+        reason: str,
+        *,
+        owner: str | None = None,
+        rate_card: Mapping[str, Any] | None = None,
+    ) -> None:
+        """PRICING → PUBLISHING: the staged invoices become visible to the relay, ReportCompleted
+        is queued after them, and the rate card that priced them is kept with the report."""
+        async with self.engine.begin() as connection:
+            if owner is not None:
+                await fence(connection, report_id, owner, (ReportStatus.PRICING,))
+            await enqueue(connection, report_id, ROUTING_REPORT_COMPLETED, completed, at)
+            outbox = schema.outbox
+            await connection.execute(
+                update(outbox)
+                .where(outbox.c.report_id == str(report_id), outbox.c.ready.is_(False))
+                .values(ready=True)
+            )
+            await connection.execute(
+                update(schema.reports)
+                .where(schema.reports.c.report_id == str(report_id))
+                .values(
+                    currency=completed.currency,
+                    total=str(completed.total),
+                    rate_card=None if rate_card is None else dict(rate_card),
+                )
+            )
+            await transition(connection, report_id, ReportStatus.PUBLISHING, at, reason, owner=owner)
+
+    async def finish_aborted(
+        self,
+        report_id: UUID,
+        aborted: ReportAborted,
+        at: datetime,
+        reason: str,
+        *,
+        owner: str | None = None,
+        collect_until: datetime | None = None,
+    ) -> None:
+        """→ ABORTED, with ReportAborted in the outbox in the same transaction and any invoice
+        batches dropped. With ``collect_until`` the builder keeps its lease that long, to go on
+        storing the answers of the services that had not failed (what a replay reuses)."""
+        async with self.engine.begin() as connection:
+            if owner is not None:
+                await fence(connection, report_id, owner, ACTIVE)
+            await _drop_staged(connection, report_id)
+            await enqueue(connection, report_id, ROUTING_REPORT_ABORTED, aborted, at)
+            await transition(
+                connection,
+                report_id,
+                ReportStatus.ABORTED,
+                at,
+                reason,
+                owner=owner,
+                lease_until=collect_until,
+            )
+
+    async def invoices(
+        self,
+        *,
+        report_id: UUID | None = None,
+        period_id: str | None = None,
+        invoice_id: UUID | None = None,
+    ) -> list[InvoiceIssued]:
+        """Issued invoices (of reports publishing or completed), by report, period or id."""
+        table, reports = schema.invoices, schema.reports
+        query = (
+            select(table.c.body)
+            .join(reports, reports.c.report_id == table.c.report_id)
+            .where(reports.c.status.in_([status.value for status in ISSUED]))
+            .order_by(table.c.period_id, table.c.revision, table.c.account_id)
+        )
+        if report_id is not None:
+            query = query.where(table.c.report_id == str(report_id))
+        if period_id is not None:
+            query = query.where(table.c.period_id == period_id)
+        if invoice_id is not None:
+            query = query.where(table.c.invoice_id == str(invoice_id))
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [InvoiceIssued.model_validate_json(row.body) for row in rows]
+
+    async def invoice_refs(self, report_id: UUID, after: str, upto: str | None) -> dict[str, UUID]:
+        """Account → invoice id of a report's invoices for accounts in ``(after, upto]`` (``upto``
+        None: to the end), for the corrections a forced replay issues."""
+        table = schema.invoices
+        query = select(table.c.account_id, table.c.invoice_id).where(
+            table.c.report_id == str(report_id), table.c.account_id > after
+        )
+        if upto is not None:
+            query = query.where(table.c.account_id <= upto)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return {row.account_id: UUID(row.invoice_id) for row in rows}
+
+
+async def enqueue(
+    connection: AsyncConnection, report_id: UUID, routing_key: str, message: Message, at: datetime
+) -> None:
+    """Queue a report's own event, relayed after every other row of the report."""
+    await connection.execute(
+        schema.outbox.insert().values(
+            report_id=str(report_id),
+            message_id=f"{report_id}/{routing_key}",
+            exchange="reports",
+            routing_key=routing_key,
+            message_type=type(message).__name__,
+            mandatory=False,
+            body=message.model_dump_json(),
+            created_at=at,
+            attempts=0,
+            ready=True,
+            final=True,
+        )
+    )
+
+
+async def _drop_staged(connection: AsyncConnection, report_id: UUID) -> None:
+    outbox = schema.outbox
+    await connection.execute(
+        delete(outbox).where(outbox.c.report_id == str(report_id), outbox.c.ready.is_(False))
+    )
+    await connection.execute(delete(schema.invoices).where(schema.invoices.c.report_id == str(report_id)))
