@@ -1,0 +1,67 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every Reckon role; the command picks the role (ENTRYPOINT is `reckon`):
+#   coordinator | worker compute | worker storage | payments | relay | close-period --last-month
+# and, for demo data only, `python -m workers.compute seed ...` with the entrypoint overridden.
+#
+# Build:  docker build -t reckon:dev .
+#
+# Health: this image declares no HEALTHCHECK on purpose. The same image runs one-shot commands
+# (close-period, seed, db upgrade) that serve no HTTP, and Kubernetes ignores an image HEALTHCHECK
+# anyway, so health is declared where the role is known: per service in compose.yaml and as
+# readiness/liveness/startup probes in deploy/ (GET /readyz and /healthz on port 8080).
+#
+# Secrets: none here. AMQP_URL and RECKON_STORE_URL carry credentials and are given at run time
+# (compose environment with demo values, Kubernetes Secrets).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: install Reckon and its runtime dependencies (no dev extras) into a venv ---
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+RUN python -m venv /opt/reckon
+
+# Only what the wheel is built from: the dependencies come from pyproject.toml.
+COPY pyproject.toml README.md ./
+COPY contracts ./contracts
+COPY accounting ./accounting
+COPY workers ./workers
+RUN /opt/reckon/bin/pip install --no-cache-dir . \
+    && /opt/reckon/bin/reckon --help > /dev/null
+
+# --- runtime ---
+FROM ${PYTHON_IMAGE} AS runtime
+
+LABEL org.opencontainers.image.title="reckon" \
+      org.opencontainers.image.description="Period-end usage billing pulled from sub-services over RabbitMQ"
+
+# A fixed, unprivileged uid/gid (10001) so Kubernetes runAsUser/fsGroup and volume ownership agree.
+RUN groupadd --system --gid 10001 reckon \
+    && useradd --system --uid 10001 --gid reckon --home-dir /var/lib/reckon --shell /usr/sbin/nologin reckon \
+    && mkdir -p /var/lib/reckon /etc/reckon \
+    && chown reckon:reckon /var/lib/reckon
+
+COPY --from=build /opt/reckon /opt/reckon
+# The repository's configuration as the default; compose and Kubernetes mount theirs over /etc/reckon.
+COPY config/reckon.toml config/rate-card.toml /etc/reckon/
+
+ENV PATH=/opt/reckon/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    RECKON_CONFIG=/etc/reckon/reckon.toml \
+    RECKON_HTTP_PORT=8080 \
+    RECKON_COMPUTE_DB=/var/lib/reckon/compute.sqlite3 \
+    RECKON_STORAGE_DB=/var/lib/reckon/storage.sqlite3
+
+WORKDIR /var/lib/reckon
+USER 10001:10001
+# /healthz, /readyz and /metrics of every long-running role.
+EXPOSE 8080
+
+ENTRYPOINT ["reckon"]
+CMD ["--help"]
