@@ -1,17 +1,19 @@
-"""The responder SDK against the real broker: deadlines, bad requests, dead letters."""
+"""The responder SDK against the real broker: streamed chunks, deadlines, bad requests, dead letters."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from accounting.broker import declare_coordinator_topology
-from contracts import Period, Topology, UsageReply, UsageRequest
+from contracts import Period, Topology, UsageRecord, UsageReply, UsageRequest
 from tests.integration.support import StaticService, eventually, record
 from workers.sdk import Responder, WorkerSettings
 
@@ -127,3 +129,173 @@ async def test_a_request_for_another_service_is_refused(
     assert reply.error is not None
     assert "'other'" in reply.error.message
     assert echo.calls == []
+
+
+class Streaming:
+    """An async-generator service: ``count`` records, optionally failing, pausing or slow."""
+
+    name = "echo"
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        fail_after: int | None = None,
+        pause_after: int | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.count = count
+        self.fail_after = fail_after
+        self.pause_after = pause_after
+        self.delay = delay
+        self.resume = asyncio.Event()
+        self.yielded = 0
+        self.closed = False
+
+    async def usage(self, period: Period) -> AsyncIterator[UsageRecord]:
+        try:
+            for n in range(self.count):
+                if n == self.fail_after:
+                    raise RuntimeError(f"lost the store after {n} records")
+                if n == self.pause_after:
+                    await self.resume.wait()
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                self.yielded += 1
+                yield record(f"acct-{n % 7}", f"vm-{n:05d}", "vcpu", str(n), "vCPU-second")
+        finally:
+            self.closed = True
+
+
+class Finishing(Responder):
+    """A responder that says when it has finished with a request (acknowledged it, or not)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.finished = asyncio.Event()
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        await super().on_message(message)
+        self.finished.set()
+
+
+async def finish(responder: Finishing) -> None:
+    await asyncio.wait_for(responder.finished.wait(), 20)
+
+
+async def waiting_requests(connection: AbstractRobustConnection, topology: Topology) -> int:
+    channel = await connection.channel()
+    queue = await channel.declare_queue(topology.usage_queue("echo").name, passive=True)
+    await channel.close()
+    return queue.declaration_result.message_count or 0
+
+
+async def test_an_async_generator_service_streams_in_chunks_with_running_totals(
+    connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    service = Streaming(2_500)
+    channel = await connection.channel()
+    reply_queue = await channel.declare_queue("", exclusive=True)
+    settings = WorkerSettings(namespace=topology.namespace, chunk_size=100, publish_window=4)
+    responder = await Finishing.create(connection, service, settings)
+    try:
+        asked = usage_request(datetime.now(UTC) + timedelta(seconds=30))
+        await request(connection, topology, reply_queue.name, asked.to_json(), asked.request_id)
+        received = await replies(reply_queue, 25)
+        await finish(responder)
+    finally:
+        await responder.close()
+
+    assert all((r.request_id, r.status) == (asked.request_id, "ok") for r in received)
+    assert [r.chunk.seq for r in received] == list(range(25))
+    assert [r.chunk.last for r in received] == [False] * 24 + [True]
+    assert [r.chunk.total_records for r in received] == [100 * (n + 1) for n in range(25)]
+    assert all(len(r.records) == 100 for r in received)
+    resources = [rec.resource_id for r in received for rec in r.records]
+    assert resources == [f"vm-{n:05d}" for n in range(2_500)]
+    assert service.closed
+    assert await waiting_requests(connection, topology) == 0  # acknowledged
+
+
+async def test_an_exception_mid_stream_gives_an_internal_error_after_the_chunks_sent(
+    connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    service = Streaming(1_000, fail_after=250)
+    channel = await connection.channel()
+    reply_queue = await channel.declare_queue("", exclusive=True)
+    settings = WorkerSettings(namespace=topology.namespace, chunk_size=100)
+    responder = await Finishing.create(connection, service, settings)
+    try:
+        asked = usage_request(datetime.now(UTC) + timedelta(seconds=30))
+        await request(connection, topology, reply_queue.name, asked.to_json(), asked.request_id)
+        received = await replies(reply_queue, 3)
+        await finish(responder)
+    finally:
+        await responder.close()
+
+    first, second, failure = received
+    assert [(r.status, r.chunk.seq, r.chunk.last, len(r.records)) for r in (first, second)] == [
+        ("ok", 0, False, 100),
+        ("ok", 1, False, 100),
+    ]
+    assert failure.status == "error"
+    assert failure.error is not None
+    assert (failure.error.code, failure.error.retryable) == ("internal", False)
+    assert failure.error.message == "RuntimeError: lost the store after 250 records"
+    assert service.closed
+    assert await waiting_requests(connection, topology) == 0
+
+
+async def test_an_answer_not_complete_by_the_deadline_ends_with_a_deadline_error(
+    connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    service = Streaming(10_000, delay=0.01)  # far longer than the deadline
+    channel = await connection.channel()
+    reply_queue = await channel.declare_queue("", exclusive=True)
+    settings = WorkerSettings(namespace=topology.namespace, chunk_size=10)
+    responder = await Finishing.create(connection, service, settings)
+    received: list[UsageReply] = []
+    try:
+        asked = usage_request(datetime.now(UTC) + timedelta(seconds=1.5))
+        await request(connection, topology, reply_queue.name, asked.to_json(), asked.request_id)
+        async with asyncio.timeout(20), reply_queue.iterator() as messages:
+            async for message in messages:
+                await message.ack()
+                received.append(UsageReply.from_json(message.body))
+                if received[-1].status == "error":
+                    break
+        await finish(responder)
+    finally:
+        await responder.close()
+
+    *chunks, failure = received
+    assert chunks, "some chunks went out before the deadline"
+    assert all(r.status == "ok" and not r.chunk.last for r in chunks)
+    assert [r.chunk.seq for r in chunks] == list(range(len(chunks)))
+    assert failure.error is not None
+    assert (failure.error.code, failure.error.retryable) == ("deadline", True)
+    assert service.closed and service.yielded < service.count
+    assert await waiting_requests(connection, topology) == 0
+
+
+async def test_a_returned_reply_stops_the_answer_and_the_request_is_acknowledged(
+    connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    service = Streaming(5_000, pause_after=150)
+    channel = await connection.channel()
+    reply_queue = await channel.declare_queue("", exclusive=True)
+    settings = WorkerSettings(namespace=topology.namespace, chunk_size=100)
+    responder = await Finishing.create(connection, service, settings)
+    try:
+        asked = usage_request(datetime.now(UTC) + timedelta(seconds=30))
+        await request(connection, topology, reply_queue.name, asked.to_json(), asked.request_id)
+        [first] = await replies(reply_queue, 1)
+        await reply_queue.delete(if_unused=False, if_empty=False)  # the coordinator went away
+        service.resume.set()
+        await finish(responder)
+    finally:
+        await responder.close()
+
+    assert (first.chunk.seq, first.chunk.last) == (0, False)
+    assert service.yielded < service.count  # the rest of the answer was never produced
+    assert await waiting_requests(connection, topology) == 0  # acknowledged, not redelivered

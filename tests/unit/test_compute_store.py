@@ -209,15 +209,16 @@ def test_seed_works_for_a_small_sample(tmp_path: Path) -> None:
     compute_usage(ComputeStore(tmp_path / "one.sqlite3").events(), OCTOBER)
 
 
-async def test_service_usage_reads_the_store(tmp_path: Path) -> None:
+async def test_service_usage_streams_the_store(tmp_path: Path) -> None:
     path = tmp_path / "compute.sqlite3"
     seed(path, OCTOBER)
     service = ComputeService(path)
 
-    records = await service.usage(OCTOBER)
+    records = [record async for record in service.usage(OCTOBER)]
 
     assert service.name == "compute"
-    assert records == compute_usage(ComputeStore(path).events(), OCTOBER)
+    expected = compute_usage(ComputeStore(path).events(), OCTOBER)
+    assert records == sorted(expected, key=lambda r: (r.resource_id, r.metric))  # streamed by instance
     assert {r.unit for r in records} == {"vCPU-second", "MiB-second"}
     assert all(isinstance(r.quantity, Decimal) for r in records)
 
@@ -225,7 +226,7 @@ async def test_service_usage_reads_the_store(tmp_path: Path) -> None:
 async def test_service_on_an_empty_store_reports_nothing(tmp_path: Path) -> None:
     service = ComputeService(tmp_path / "empty.sqlite3")
 
-    assert await service.usage(OCTOBER) == []
+    assert [record async for record in service.usage(OCTOBER)] == []
 
 
 def test_service_satisfies_the_sdk_protocol(tmp_path: Path) -> None:

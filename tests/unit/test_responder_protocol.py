@@ -1,4 +1,4 @@
-"""The responder's decisions without a broker: serve, skip or refuse a request; build the replies."""
+"""The responder's decisions without a broker: serve, skip or refuse a request; cut the replies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from decimal import Decimal
 import pytest
 
 from contracts import ErrorCode, Period, UsageRecord, UsageReply, UsageRequest, report_id
-from workers.sdk.protocol import Expired, Refuse, Work, decide, error_reply, ok_replies
+from workers.sdk.protocol import (
+    Chunker,
+    Expired,
+    Refuse,
+    Work,
+    deadline_reply,
+    decide,
+    error_reply,
+    internal_reply,
+    ok_replies,
+)
 
 DEADLINE = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
 BEFORE = DEADLINE - timedelta(seconds=10)
@@ -109,36 +119,107 @@ def test_an_invalid_request_with_an_overlong_correlation_id_is_still_refused() -
     assert isinstance(decide(b"{not json", "x" * 200, "compute", BEFORE), Refuse)
 
 
+def chunks_of(count: int, chunk_size: int) -> list[UsageReply]:
+    chunker = Chunker(REQUEST, chunk_size)
+    replies = [reply for record in records(count) if (reply := chunker.add(record)) is not None]
+    return [*replies, chunker.finish()]
+
+
+def shape(replies: list[UsageReply]) -> list[tuple[int, bool, int, int]]:
+    """(seq, last, total_records, records in the chunk) of each reply."""
+    return [(r.chunk.seq, r.chunk.last, r.chunk.total_records, len(r.records)) for r in replies]
+
+
 def test_no_records_give_one_empty_last_chunk() -> None:
     [reply] = ok_replies(REQUEST, [], chunk_size=100)
 
     assert (reply.request_id, reply.service, reply.status) == (REQUEST.request_id, "compute", "ok")
     assert reply.records == ()
     assert (reply.chunk.seq, reply.chunk.last, reply.chunk.total_records) == (0, True, 0)
+    assert shape(chunks_of(0, 3)) == [(0, True, 0, 0)]
 
 
-def test_five_records_in_chunks_of_two_give_three_chunks() -> None:
+def test_five_records_in_chunks_of_two_give_three_chunks_with_running_totals() -> None:
     inventory = records(5)
     replies = ok_replies(REQUEST, inventory, chunk_size=2)
 
-    assert [(r.chunk.seq, r.chunk.last, r.chunk.total_records) for r in replies] == [
-        (0, False, 5),
-        (1, False, 5),
-        (2, True, 5),
-    ]
+    assert shape(replies) == [(0, False, 2, 2), (1, False, 4, 2), (2, True, 5, 1)]
     assert [record for reply in replies for record in reply.records] == inventory
-    assert [len(reply.records) for reply in replies] == [2, 2, 1]
 
 
 def test_records_that_fill_the_last_chunk_exactly_give_no_empty_chunk() -> None:
-    replies = ok_replies(REQUEST, records(4), chunk_size=2)
+    assert shape(ok_replies(REQUEST, records(4), chunk_size=2)) == [(0, False, 2, 2), (1, True, 4, 2)]
 
-    assert [(r.chunk.seq, r.chunk.last, len(r.records)) for r in replies] == [(0, False, 2), (1, True, 2)]
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        (1, [(0, True, 1, 1)]),
+        (3, [(0, True, 3, 3)]),  # exactly chunk_size: one full last chunk
+        (4, [(0, False, 3, 3), (1, True, 4, 1)]),  # chunk_size + 1
+        (6, [(0, False, 3, 3), (1, True, 6, 3)]),
+        (7, [(0, False, 3, 3), (1, False, 6, 3), (2, True, 7, 1)]),
+    ],
+)
+def test_chunk_boundaries(count: int, expected: list[tuple[int, bool, int, int]]) -> None:
+    assert shape(chunks_of(count, 3)) == expected
+
+
+def test_a_full_chunk_goes_out_only_when_a_further_record_arrives() -> None:
+    chunker = Chunker(REQUEST, 2)
+    inventory = records(3)
+
+    assert chunker.add(inventory[0]) is None
+    assert chunker.add(inventory[1]) is None  # full, but it might be the last chunk
+    first = chunker.add(inventory[2])  # now it cannot be: out it goes, not last
+    assert first is not None
+    assert (first.chunk.seq, first.chunk.last, first.chunk.total_records) == (0, False, 2)
+    assert first.records == tuple(inventory[:2])
+    assert chunker.records_sent == 2
+    last = chunker.finish()
+    assert (last.chunk.seq, last.chunk.last, last.chunk.total_records, last.records) == (
+        1,
+        True,
+        3,
+        (inventory[2],),
+    )
+    assert chunker.records_sent == 3
+
+
+def test_chunk_size_one_sends_one_record_per_chunk() -> None:
+    replies = chunks_of(3, 1)
+
+    assert shape(replies) == [(0, False, 1, 1), (1, False, 2, 1), (2, True, 3, 1)]
+    assert all(UsageReply.from_json(reply.to_json()) == reply for reply in replies)
+
+
+def test_nothing_follows_the_last_chunk() -> None:
+    chunker = Chunker(REQUEST, 2)
+    chunker.finish()
+
+    with pytest.raises(RuntimeError, match="finished"):
+        chunker.add(records(1)[0])
+    with pytest.raises(RuntimeError, match="finished"):
+        chunker.finish()
 
 
 def test_a_chunk_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="chunk_size must be at least 1, got 0"):
         ok_replies(REQUEST, records(1), chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size must be at least 1, got 0"):
+        Chunker(REQUEST, 0)
+
+
+def test_deadline_and_internal_error_replies() -> None:
+    deadline = deadline_reply(REQUEST)
+    internal = internal_reply(REQUEST, KeyError("acct-9"))
+
+    assert deadline.error is not None and internal.error is not None
+    assert (deadline.status, deadline.error.code, deadline.error.retryable) == ("error", "deadline", True)
+    assert deadline.error.message == "usage for period 2026-10 was not ready by the deadline"
+    assert (internal.error.code, internal.error.retryable) == (ErrorCode.INTERNAL, False)
+    assert internal.error.message == "KeyError: 'acct-9'"
+    assert internal.request_id == deadline.request_id == REQUEST.request_id
 
 
 def test_error_reply_truncates_a_long_message_to_2000_chars() -> None:

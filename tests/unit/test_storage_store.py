@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from contracts import Period
-from workers.sdk.service import UsageService
+from workers.sdk.service import UsageService, usage_stream
 from workers.storage.__main__ import app
 from workers.storage.seed import seed
 from workers.storage.service import StorageService
@@ -189,16 +189,18 @@ async def test_storage_service_answers_from_its_database(tmp_path: Path) -> None
         store.set_subscription("acct-a", Decimal(1))
     service: UsageService = StorageService(path)
     assert service.name == "storage"
-    records = await service.usage(OCT)
+    records = [record async for record in usage_stream(service.usage(OCT))]
     assert len(records) == 1 and records[0].quantity == 0
     seed(path, OCT)
     samples, subscriptions = _contents(path)
-    assert list(await service.usage(OCT)) == storage_usage(samples, subscriptions, OCT)
+    streamed = [record async for record in usage_stream(service.usage(OCT))]
+    assert streamed == storage_usage(samples, subscriptions, OCT)  # in the same order, too
 
 
 async def test_storage_service_fails_loudly_without_a_database(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        await StorageService(tmp_path / "missing.sqlite3").usage(OCT)
+        await anext(usage_stream(StorageService(tmp_path / "missing.sqlite3").usage(OCT)))
+    assert not (tmp_path / "missing.sqlite3").exists()
 
 
 def test_seed_command_writes_the_database_and_prints_one_line(tmp_path: Path) -> None:

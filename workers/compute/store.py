@@ -8,7 +8,7 @@ UTC ISO-8601 text with microseconds (``2026-10-01T00:00:00.000000+00:00``), so t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +61,8 @@ class ComputeStore:
         self.path = Path(path)
         self._closed = False
         with self._transaction() as conn:
+            # WAL: a usage stream's long read (paced by the broker) must not block writers.
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -102,6 +104,28 @@ class ComputeStore:
         """Delete every stored event."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM instance_events")
+
+    def iter_events(self, batch_size: int = 500) -> Generator[InstanceEvent, None, None]:
+        """Every stored event, ordered by instance, then time, read lazily (``batch_size`` rows at a
+        time) by one SELECT, so from one snapshot, held until the generator is exhausted or closed.
+
+        The generator may be advanced from different threads, one at a time (its connection is opened
+        with ``check_same_thread=False``), e.g. a batch at a time by ``workers.sdk.iterate_in_thread``.
+        Rows were checked when they were stored, so they are not checked again field by field.
+        """
+        if self._closed:
+            raise RuntimeError(f"compute store {self.path} is closed")
+        with closing(sqlite3.connect(self.path, check_same_thread=False)) as conn:
+            cursor = conn.execute(
+                "SELECT instance_id, account_id, kind, at, vcpus, memory_mib "
+                "FROM instance_events ORDER BY instance_id, at"
+            )
+            try:
+                while rows := cursor.fetchmany(batch_size):
+                    for row in rows:
+                        yield _from_own_row(row)
+            finally:
+                cursor.close()
 
     def events(self) -> list[InstanceEvent]:
         """Every stored event, ordered by instance, then time."""
@@ -178,3 +202,12 @@ def _from_row(row: _Row) -> InstanceEvent:
         vcpus=vcpus,
         memory_mib=memory_mib,
     )
+
+
+def _from_own_row(row: _Row) -> InstanceEvent:
+    """An event from a row this store wrote (so checked then): only kind and time are looked at."""
+    instance_id, account_id, kind, at, vcpus, memory_mib = row
+    moment = datetime.fromisoformat(at)
+    if kind not in _KINDS or moment.tzinfo is not UTC:
+        return _from_row(row)  # not as this store writes it: the full checks say what is wrong
+    return InstanceEvent.trusted(instance_id, account_id, _KINDS[kind], moment, vcpus, memory_mib)

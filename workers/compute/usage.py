@@ -9,11 +9,11 @@ falls inside the period, in vCPU-seconds and MiB-seconds, exactly.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, Inexact, localcontext
-from itertools import pairwise
+from itertools import groupby, pairwise
 from typing import Literal, get_args
 
 from contracts import Period, UsageRecord
@@ -44,6 +44,30 @@ class InstanceEvent:
     at: datetime
     vcpus: int | None = None
     memory_mib: int | None = None
+
+    @classmethod
+    def trusted(
+        cls,
+        instance_id: str,
+        account_id: str,
+        kind: EventKind,
+        at: datetime,
+        vcpus: int | None,
+        memory_mib: int | None,
+    ) -> InstanceEvent:
+        """An event its source has already checked (the service's own store), built without the
+        checks of ``__post_init__``: they would cost more than the usage maths on every stored row.
+        ``at`` must already be in UTC."""
+        event = object.__new__(cls)
+        event.__dict__.update(
+            instance_id=instance_id,
+            account_id=account_id,
+            kind=kind,
+            at=at,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+        )
+        return event
 
     def __post_init__(self) -> None:
         _check_id("instance_id", self.instance_id, _MAX_INSTANCE_ID)
@@ -103,6 +127,42 @@ def compute_usage(events: Iterable[InstanceEvent], period: Period) -> list[Usage
         for instance_id, history in by_instance.items():
             records.extend(_instance_usage(instance_id, history, period))
     records.sort(key=lambda r: (r.account_id, r.resource_id, r.metric))
+    return records
+
+
+def stream_compute_usage(events: Iterable[InstanceEvent], period: Period) -> Iterator[UsageRecord]:
+    """``compute_usage``'s records, instance by instance, holding one instance's events at a time.
+
+    ``events`` must come grouped by instance, instances in strictly increasing ``instance_id`` order
+    (as ``ComputeStore.iter_events`` gives them; an instance's own events in any order), so that an
+    instance cannot appear twice; ``ValueError`` otherwise. Each instance gives the same records as
+    ``compute_usage`` (memory, then vcpu), so the stream is ``compute_usage``'s list ordered by
+    ``(resource_id, metric)`` instead of ``(account_id, resource_id, metric)``.
+    """
+    previous: str | None = None
+    for instance_id, group in groupby(events, key=_instance_id):
+        if previous is not None and instance_id <= previous:
+            raise ValueError(
+                f"events are not grouped by instance in increasing order: {instance_id!r} after {previous!r}"
+            )
+        previous = instance_id
+        yield from _exact_instance_usage(instance_id, list(group), period)
+
+
+def _instance_id(event: InstanceEvent) -> str:
+    return event.instance_id
+
+
+def _exact_instance_usage(
+    instance_id: str, history: list[InstanceEvent], period: Period
+) -> list[UsageRecord]:
+    # The context is entered per instance, not around the generator: a generator advanced from
+    # several threads (a batch at a time) would otherwise lose it between batches.
+    with localcontext() as ctx:
+        ctx.prec = 60
+        ctx.traps[Inexact] = True
+        records = _instance_usage(instance_id, history, period)
+    records.sort(key=lambda r: r.metric)
     return records
 
 

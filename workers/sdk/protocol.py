@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -67,22 +67,81 @@ def _refuse(reply_id: str | None, service: str, why: str) -> Refuse:
         return Refuse(None, f"{why} (no reply: correlation id {reply_id[:40]!r}… is not a valid request id)")
 
 
-def ok_replies(request: UsageRequest, records: Sequence[UsageRecord], chunk_size: int) -> list[UsageReply]:
-    """The complete inventory as one or more chunks; an empty inventory is one empty last chunk."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    total = len(records)
-    slices = [records[start : start + chunk_size] for start in range(0, total, chunk_size)] or [[]]
-    return [
-        UsageReply(
-            request_id=request.request_id,
-            service=request.service,
+class Chunker:
+    """Cuts a stream of records into ``UsageReply`` chunks of at most ``chunk_size`` records.
+
+    Feed it records one by one with ``add``; it buffers at most ``chunk_size`` of them and keeps one
+    record of look-ahead: a full buffer goes out as a NOT-last chunk only when a further record
+    arrives, so the last chunk is never empty unless the whole inventory is (one empty last chunk).
+    ``finish`` gives the last chunk (``last=True``).
+
+    ``total_records`` of the last chunk counts every record of the answer. A not-last chunk cannot
+    know that number yet, so it carries the count of records sent so far, itself included; the
+    coordinator only trusts the last chunk's value.
+    """
+
+    def __init__(self, request: UsageRequest, chunk_size: int) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        self._request = request
+        self._chunk_size = chunk_size
+        self._buffer: list[UsageRecord] = []
+        self._seq = 0
+        self._sent = 0
+        self._finished = False
+
+    @property
+    def records_sent(self) -> int:
+        """Records handed out in chunks so far (the buffered ones not included)."""
+        return self._sent
+
+    def add(self, record: UsageRecord) -> UsageReply | None:
+        """Take one record; returns the previous full buffer as a not-last chunk when it is due."""
+        if self._finished:
+            raise RuntimeError("the answer is finished: no record can follow its last chunk")
+        reply = self._cut(last=False) if len(self._buffer) == self._chunk_size else None
+        self._buffer.append(record)
+        return reply
+
+    def finish(self) -> UsageReply:
+        """The last chunk: the buffered records (none for an empty inventory), ``last=True``."""
+        if self._finished:
+            raise RuntimeError("the answer is already finished")
+        self._finished = True
+        return self._cut(last=True)
+
+    def _cut(self, *, last: bool) -> UsageReply:
+        records, self._buffer = tuple(self._buffer), []
+        self._sent += len(records)
+        reply = UsageReply(
+            request_id=self._request.request_id,
+            service=self._request.service,
             status="ok",
-            records=tuple(part),
-            chunk=Chunk(seq=seq, last=seq == len(slices) - 1, total_records=total),
+            records=records,
+            chunk=Chunk(seq=self._seq, last=last, total_records=self._sent),
         )
-        for seq, part in enumerate(slices)
-    ]
+        self._seq += 1
+        return reply
+
+
+def ok_replies(request: UsageRequest, records: Iterable[UsageRecord], chunk_size: int) -> list[UsageReply]:
+    """The complete inventory as a list of chunks (see ``Chunker``); for tests and small answers."""
+    chunker = Chunker(request, chunk_size)
+    replies = [reply for record in records if (reply := chunker.add(record)) is not None]
+    replies.append(chunker.finish())
+    return replies
+
+
+def deadline_reply(request: UsageRequest) -> UsageReply:
+    """The answer was not complete by the request's deadline: a retryable ``deadline`` error."""
+    text = f"usage for period {request.period.period_id} was not ready by the deadline"
+    return error_reply(request.request_id, request.service, "deadline", text, retryable=True)
+
+
+def internal_reply(request: UsageRequest, error: BaseException) -> UsageReply:
+    """``usage(period)`` raised (before or after records were sent): an ``internal`` error."""
+    text = f"{type(error).__name__}: {error}"
+    return error_reply(request.request_id, request.service, ErrorCode.INTERNAL, text)
 
 
 def error_reply(

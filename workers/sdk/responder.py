@@ -1,18 +1,26 @@
-"""The aio-pika shell of a sub-service: consume usage requests, call ``usage(period)``, reply."""
+"""The aio-pika shell of a sub-service: consume usage requests, stream ``usage(period)``, reply."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Self
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
-from aiormq.abc import DeliveredMessage
 
-from contracts import CONTENT_TYPE, ErrorCode, Topology, UsageReply, UsageRequest
-from workers.sdk.protocol import Expired, Refuse, Work, decide, error_reply, ok_replies
-from workers.sdk.service import UsageService
+from contracts import Topology, UsageRequest
+from workers.sdk.protocol import (
+    Chunker,
+    Expired,
+    Refuse,
+    Work,
+    deadline_reply,
+    decide,
+    internal_reply,
+)
+from workers.sdk.publisher import PublishFailed, ReplyPublisher
+from workers.sdk.service import UsageService, usage_stream
 from workers.sdk.settings import WorkerSettings
 
 log = logging.getLogger("reckon.worker")
@@ -21,8 +29,10 @@ log = logging.getLogger("reckon.worker")
 class Responder:
     """Serves one ``UsageService`` on its queue ``usage.requests.<name>``.
 
-    Every request gets an answer: the inventory, or an error reply with a code and message.
-    A request is acknowledged only after its reply is confirmed by the broker.
+    Every request gets an answer: the inventory in chunks, sent while ``usage(period)`` produces it
+    (at most ``chunk_size`` records buffered, ``publish_window`` chunks awaiting their confirms), or
+    an error reply with a code and message. A request is acknowledged only after every reply of it
+    is confirmed by the broker (at-least-once).
     """
 
     def __init__(
@@ -37,7 +47,7 @@ class Responder:
     @classmethod
     async def create(
         cls, connection: AbstractConnection, service: UsageService, settings: WorkerSettings
-    ) -> Responder:
+    ) -> Self:
         """Declare this service's queue (idempotently) and start consuming."""
         topology = Topology(settings.namespace)
         channel = await connection.channel(publisher_confirms=True)
@@ -76,7 +86,9 @@ class Responder:
             case Refuse(reply=reply, why=why):
                 log.error("service %s refused a request: %s", self.service.name, why)
                 if reply is not None and message.reply_to:
-                    await self._publish([reply], message.reply_to)
+                    async with self._publisher(message.reply_to) as publisher:
+                        await publisher.send(reply)
+                        await publisher.flush()
                 await message.reject(requeue=False)  # parked in the dead-letter queue for an operator
             case Expired(request=request):
                 log.warning(
@@ -92,47 +104,74 @@ class Responder:
                     log.error("service %s: request %s has no reply_to", self.service.name, request.request_id)
                     await message.reject(requeue=False)
                     return
-                replies = await self._answer(request)
-                await self._publish(replies, message.reply_to)
+                await self._answer(request, message.reply_to)
                 await message.ack()
 
-    async def _answer(self, request: UsageRequest) -> list[UsageReply]:
-        """Run ``usage(period)`` within the request's deadline; any failure becomes an error reply."""
-        name = self.service.name
-        remaining = (request.deadline - _now()).total_seconds()
-        try:
-            async with asyncio.timeout(max(remaining, 0)):
-                records = await self.service.usage(request.period)
-        except TimeoutError:
-            text = f"usage for period {request.period.period_id} was not ready by the deadline"
-            log.error("service %s: request %s: %s", name, request.request_id, text)
-            return [error_reply(request.request_id, name, "deadline", text, retryable=True)]
-        except Exception as error:
-            log.exception("service %s: usage() failed for request %s", name, request.request_id)
-            text = f"{type(error).__name__}: {error}"
-            return [error_reply(request.request_id, name, ErrorCode.INTERNAL, text)]
-        return ok_replies(request, records, self._settings.chunk_size)
+    def _publisher(self, reply_to: str) -> ReplyPublisher:
+        return ReplyPublisher(
+            self._channel.default_exchange,
+            reply_to,
+            window=self._settings.publish_window,
+            timeout=self._settings.publish_timeout_seconds,
+            service=self.service.name,
+        )
 
-    async def _publish(self, replies: list[UsageReply], reply_to: str) -> None:
-        for reply in replies:
-            result = await self._channel.default_exchange.publish(
-                aio_pika.Message(
-                    reply.to_json(),
-                    content_type=CONTENT_TYPE,
-                    correlation_id=reply.request_id,
-                    timestamp=_now(),
-                ),
-                routing_key=reply_to,
-                mandatory=True,
-                timeout=self._settings.publish_timeout_seconds,
-            )
-            if isinstance(result, DeliveredMessage):
-                log.warning(
-                    "service %s: reply to %s was returned: the coordinator's reply queue is gone",
-                    self.service.name,
-                    reply.request_id,
-                )
+    async def _answer(self, request: UsageRequest, reply_to: str) -> None:
+        """Stream the inventory as chunks, or an error reply, and return once all are confirmed.
+
+        Reading and sending must both finish by the request's deadline (else a ``deadline`` error
+        reply); an exception from ``usage()`` — even after chunks went out — gives an ``internal``
+        error reply. ``PublishFailed`` (transport trouble) propagates: the request is requeued.
+        """
+        name = self.service.name
+        async with self._publisher(reply_to) as publisher:
+            remaining = (request.deadline - _now()).total_seconds()
+            scope = asyncio.timeout(max(remaining, 0))
+            try:
+                async with scope:
+                    await self._stream(request, publisher)
                 return
+            except PublishFailed:
+                raise
+            except TimeoutError as error:
+                if not scope.expired():
+                    log.exception("service %s: usage() failed for request %s", name, request.request_id)
+                    failure = internal_reply(request, error)
+                else:
+                    log.error(
+                        "service %s: request %s: the answer was not complete by the deadline "
+                        "(%d chunk(s) sent)",
+                        name,
+                        request.request_id,
+                        publisher.sent,
+                    )
+                    failure = deadline_reply(request)
+            except Exception as error:
+                log.exception(
+                    "service %s: usage() failed for request %s after %d chunk(s)",
+                    name,
+                    request.request_id,
+                    publisher.sent,
+                )
+                failure = internal_reply(request, error)
+            await publisher.flush()
+            await publisher.send(failure)
+            await publisher.flush()
+
+    async def _stream(self, request: UsageRequest, publisher: ReplyPublisher) -> None:
+        """Send each chunk as soon as it is known not to be the last; stop if a reply is returned."""
+        chunker = Chunker(request, self._settings.chunk_size)
+        records = usage_stream(self.service.usage(request.period))
+        try:
+            async for record in records:
+                chunk = chunker.add(record)
+                if chunk is not None and not await publisher.send(chunk):
+                    break
+            else:
+                await publisher.send(chunker.finish())
+            await publisher.flush()
+        finally:
+            await records.aclose()
 
 
 def _now() -> datetime:

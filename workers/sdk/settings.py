@@ -1,4 +1,5 @@
-"""Worker settings, from the environment (``AMQP_URL``, ``RECKON_NAMESPACE``, ``RECKON_CHUNK_SIZE``)."""
+"""Worker settings, from the environment (``AMQP_URL``, ``RECKON_NAMESPACE``, ``RECKON_CHUNK_SIZE``,
+``RECKON_PUBLISH_WINDOW``, ...)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,5 @@ class WorkerSettings(BaseSettings):
     chunk_size: int = Field(default=500, ge=1, le=10_000)
     prefetch: int = Field(default=4, ge=1, le=100)
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    publish_window: int = Field(default=16, ge=1, le=1000)
+    """How many reply chunks of one answer may await their publisher confirm at once."""

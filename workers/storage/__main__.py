@@ -11,6 +11,7 @@ from rich.console import Console
 from contracts import Period
 from workers.storage.seed import seed as seed_store
 from workers.storage.service import StorageService
+from workers.storage.store import StorageStore
 
 app = typer.Typer(help="Reckon's storage sub-service (volumes and buckets).", no_args_is_help=True)
 
@@ -53,6 +54,8 @@ def serve(db: DbOption = DEFAULT_DB) -> None:
             markup=False,
             highlight=False,
         )
+    else:
+        StorageStore(db).close()  # brings an older file's schema up to date (the usage scan's index)
     run_worker(StorageService(db))
 
 

@@ -75,12 +75,13 @@ def seed(store_path: Path, period: Period, *, accounts: int = 40, rng_seed: int 
             buckets += 1
 
     store_path.parent.mkdir(parents=True, exist_ok=True)
-    with StorageStore(store_path) as store, store.transaction():
-        store.clear()
-        written = store.record_samples(samples)
-        for account in subscribed:
-            store.set_subscription(account, INCLUDED_GB_MONTH)
+    with StorageStore(store_path) as store:
+        written = store.replace_all(samples, dict.fromkeys(subscribed, INCLUDED_GB_MONTH))
     return SeedSummary(store_path, period.period_id, accounts, len(subscribed), volumes, buckets, written)
+
+
+# The samples below are valid by construction (whole bytes >= 0, UTC times), so they are built with
+# SizeSample.trusted: StorageStore.replace_all still checks how each resource's samples fit together.
 
 
 def _moment(rng: random.Random, low: datetime, high: datetime) -> datetime:
@@ -91,7 +92,7 @@ def _moment(rng: random.Random, low: datetime, high: datetime) -> datetime:
 
 def _volume(rng: random.Random, resource_id: str, account: str, period: Period) -> list[SizeSample]:
     def sample(at: datetime, size: int | None) -> SizeSample:
-        return SizeSample(resource_id, account, "volume", at, size)
+        return SizeSample.trusted(resource_id, account, "volume", at, size)
 
     size = rng.choice(VOLUME_SIZES_GB) * GB
     fate = rng.random()
@@ -118,12 +119,12 @@ def _volume(rng: random.Random, resource_id: str, account: str, period: Period) 
 
 
 def _empty_bucket(resource_id: str, account: str, period: Period) -> list[SizeSample]:
-    return [SizeSample(resource_id, account, "bucket", period.start - timedelta(days=3), 0)]
+    return [SizeSample.trusted(resource_id, account, "bucket", period.start - timedelta(days=3), 0)]
 
 
 def _bucket(rng: random.Random, resource_id: str, account: str, period: Period) -> list[SizeSample]:
     def sample(at: datetime, size: int | None) -> SizeSample:
-        return SizeSample(resource_id, account, "bucket", at, size)
+        return SizeSample.trusted(resource_id, account, "bucket", at, size)
 
     fate = rng.random()
     if fate < 0.08:  # created and deleted before the period

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Final
 
-import anyio.to_thread
-
 from contracts import Period, UsageRecord
+from workers.sdk.threads import iterate_in_thread
 from workers.storage.store import StorageStore
-from workers.storage.usage import storage_usage
+from workers.storage.usage import stream_storage_usage
+
+BATCH: Final = 1000
+"""Records computed per trip to the worker thread."""
 
 
 class StorageService:
@@ -24,17 +28,20 @@ class StorageService:
     def __init__(self, store_path: Path) -> None:
         self.store_path = Path(store_path)
 
-    async def usage(self, period: Period) -> list[UsageRecord]:
-        """Every volume and bucket that existed during ``period``, zero usage included.
+    def usage(self, period: Period) -> AsyncIterator[UsageRecord]:
+        """Every volume and bucket that existed during ``period``, zero usage included, streamed
+        account by account in ``(account_id, resource_id)`` order.
 
-        Raises ``FileNotFoundError`` if the database is missing: an empty answer would bill nothing.
+        Raises ``FileNotFoundError`` (on the first record) if the database is missing: an empty
+        answer would bill nothing.
         """
-        # SQLite and the Decimal arithmetic both block, so they run off the event loop (the AMQP
-        # connection's heartbeats keep flowing while a large inventory is computed).
-        return await anyio.to_thread.run_sync(self._usage, period)
+        # SQLite and the Decimal arithmetic both block, so they run off the event loop, a batch at a
+        # time (the AMQP connection's heartbeats keep flowing while a large inventory is computed).
+        return iterate_in_thread(self._records(period), BATCH)
 
-    def _usage(self, period: Period) -> list[UsageRecord]:
-        with StorageStore(self.store_path, read_only=True) as store:
-            samples = store.samples(before=period.end)
-            subscriptions = store.subscriptions()
-        return storage_usage(samples, subscriptions, period)
+    def _records(self, period: Period) -> Iterator[UsageRecord]:
+        with (
+            StorageStore(self.store_path, read_only=True, any_thread=True) as store,
+            closing(store.account_samples(before=period.end)) as accounts,
+        ):
+            yield from stream_storage_usage(accounts, period)

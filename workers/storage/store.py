@@ -7,7 +7,7 @@ fixed width, so text order is time order. Quantities are stored as decimal text,
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -15,8 +15,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from workers.storage.usage import SizeSample, Subscription
+from workers.storage import bulk, scan
+from workers.storage.usage import AccountSamples, SizeSample, Subscription
 
+# Secondary indexes, by name (the bulk path drops them and builds them again after its inserts).
+_INDEXES: Final = {
+    "samples_by_time": "CREATE INDEX IF NOT EXISTS samples_by_time ON samples (at)",
+    # Covers the usage scan (workers.storage.scan): an account's samples, resource by resource, in time order.
+    "samples_for_usage": "CREATE INDEX IF NOT EXISTS samples_for_usage "
+    "ON samples (account_id, resource_id, kind, at, size_bytes)",
+}
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS samples (
     resource_id TEXT NOT NULL,
@@ -26,16 +34,17 @@ CREATE TABLE IF NOT EXISTS samples (
     size_bytes  INTEGER CHECK (size_bytes IS NULL OR size_bytes >= 0),
     PRIMARY KEY (resource_id, at)
 );
-CREATE INDEX IF NOT EXISTS samples_by_time ON samples (at);
 CREATE TABLE IF NOT EXISTS subscriptions (
     account_id        TEXT PRIMARY KEY,
     included_gb_month TEXT NOT NULL
 );
-"""
+""" + "".join(f"{index};\n" for index in _INDEXES.values())
 
 
 def _time_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 def _parse_included(account_id: str, value: object) -> Decimal:
@@ -57,18 +66,21 @@ class StorageStore:
 
     ``read_only=True`` opens an existing database without writing to it (no schema creation) and
     raises ``FileNotFoundError`` if the file does not exist, so a mistyped path cannot pass for an
-    empty inventory. Use one store per thread: sqlite3 connections are not shared across threads.
+    empty inventory. Use one store per thread: sqlite3 connections are not shared across threads,
+    unless ``any_thread=True`` and the caller makes sure two threads never use it at once.
     """
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False, any_thread: bool = False) -> None:
         self.path = Path(path)
         if read_only:
             if not self.path.is_file():
                 raise FileNotFoundError(f"storage database {self.path} does not exist")
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            self._conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=not any_thread
+            )
         else:
-            self._conn = sqlite3.connect(self.path, isolation_level=None)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=not any_thread)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(_SCHEMA)
 
@@ -112,6 +124,40 @@ class StorageStore:
         """Store many samples in one transaction (all or none); returns how many were new."""
         with self.transaction():
             return sum(self._insert(sample) for sample in samples)
+
+    def replace_all(
+        self, samples: Iterable[SizeSample], subscriptions: Mapping[str, Decimal | int | str]
+    ) -> int:
+        """Replace every sample and subscription, in one transaction: the bulk path (seeding).
+
+        Stores exactly the rows that ``clear()``, ``record_samples(samples)`` and one
+        ``set_subscription`` per item would, with the same rules, but checks the samples against
+        each other in memory (``workers.storage.bulk``) instead of against the database one by one.
+        Returns how many samples were stored.
+        """
+        rows = bulk.checked_rows(samples, _time_text)
+        plans = [
+            (
+                account_id,
+                str(Subscription(account_id, _parse_included(account_id, included)).included_gb_month),
+            )
+            for account_id, included in subscriptions.items()
+        ]
+        with self.transaction():
+            # Building an index once after the inserts is much faster than updating it on each one.
+            for name in _INDEXES:
+                self._conn.execute(f"DROP INDEX IF EXISTS {name}")
+            self.clear()
+            self._conn.executemany(
+                "INSERT INTO samples (resource_id, account_id, kind, at, size_bytes) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            for statement in _INDEXES.values():
+                self._conn.execute(statement)
+            self._conn.executemany(
+                "INSERT INTO subscriptions (account_id, included_gb_month) VALUES (?, ?)", plans
+            )
+        return len(rows)
 
     def _insert(self, sample: SizeSample) -> bool:
         if not isinstance(sample, SizeSample):
@@ -203,3 +249,13 @@ class StorageStore:
             "SELECT account_id, included_gb_month FROM subscriptions ORDER BY account_id"
         ).fetchall()
         return [Subscription(account_id, Decimal(included)) for account_id, included in rows]
+
+    def account_samples(self, *, before: datetime) -> Generator[AccountSamples, None, None]:
+        """Every account's samples taken before ``before``, with its subscription, account by account.
+
+        Accounts come in increasing ``account_id`` order, each resource's samples in time order, one
+        account in memory at a time, all of it from one snapshot (see ``workers.storage.scan``).
+        """
+        if before.utcoffset() is None:
+            raise ValueError(f"before must be a timezone-aware datetime, got {before!r}")
+        return scan.account_samples(self._conn, _time_text(before))

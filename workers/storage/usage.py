@@ -7,10 +7,13 @@ deletion marker (``size_bytes=None``) it exists no more.
 
 from __future__ import annotations
 
+import math
+import operator
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import (
     ROUND_HALF_EVEN,
     Context,
@@ -21,6 +24,7 @@ from decimal import (
     Overflow,
     localcontext,
 )
+from itertools import pairwise
 from typing import Final, Literal
 
 from contracts import Period, UsageRecord
@@ -30,6 +34,7 @@ KINDS: Final[tuple[Kind, ...]] = ("volume", "bucket")
 METRICS: Final[Mapping[str, str]] = {"volume": "block_storage", "bucket": "object_storage"}
 UNIT: Final = "byte-second"
 BYTES_PER_GB: Final = Decimal(10**9)
+_KIND_ORDER: Final[Mapping[str, int]] = {kind: order for order, kind in enumerate(KINDS)}
 
 # Decimal's default 28 digits would silently round petabyte-scale byte-seconds; 80 digits plus an
 # Inexact trap makes any rounding an error instead of a wrong bill.
@@ -43,6 +48,10 @@ def _check_id(where: str, field: str, value: object, max_length: int) -> None:
         raise ValueError(f"{where}: {field} must be a non-empty string, got {value!r}")
     if len(value) > max_length:
         raise ValueError(f"{where}: {field} is longer than {max_length} characters")
+
+
+def _valid_id(value: object, max_length: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= max_length and not value.isspace()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +68,34 @@ class SizeSample:
     at: datetime
     size_bytes: int | None
 
+    @classmethod
+    def trusted(
+        cls, resource_id: str, account_id: str, kind: Kind, at: datetime, size_bytes: int | None
+    ) -> SizeSample:
+        """A sample whose source made it valid (the seed), built without ``__post_init__``'s checks;
+        ``at`` must already be in UTC. Stores still check how samples fit together."""
+        sample = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(sample, "resource_id", resource_id)
+        setattr_(sample, "account_id", account_id)
+        setattr_(sample, "kind", kind)
+        setattr_(sample, "at", at)
+        setattr_(sample, "size_bytes", size_bytes)
+        return sample
+
     def __post_init__(self) -> None:
+        at, size = self.at, self.size_bytes
+        if (  # the usual valid sample, checked in one go; the checks below name what is wrong
+            _valid_id(self.resource_id, 256)
+            and _valid_id(self.account_id, 128)
+            and self.kind in KINDS
+            and isinstance(at, datetime)
+            and (at.tzinfo is UTC or at.utcoffset() is not None)
+            and (size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 0))
+        ):
+            if at.tzinfo is not UTC:
+                object.__setattr__(self, "at", at.astimezone(UTC))
+            return
         _check_id("sample", "resource_id", self.resource_id, 256)
         where = f"resource {self.resource_id!r}"
         _check_id(where, "account_id", self.account_id, 128)
@@ -163,26 +199,171 @@ def storage_usage(
     records: list[UsageRecord] = []
     with localcontext(_EXACT):
         for account_id, resources in by_account.items():
-            plan = plans.get(account_id)
-            remaining = plan.allowance_byte_seconds(period) if plan else Decimal(0)
-            resources.sort(key=lambda h: (KINDS.index(h.kind), h.resource_id))
-            for history in resources:
-                gross = history.byte_seconds(period)
-                included = min(gross, remaining)
-                remaining -= included
-                records.append(
-                    UsageRecord(
-                        account_id=account_id,
-                        resource_id=history.resource_id,
-                        resource_type=history.kind,
-                        metric=METRICS[history.kind],
-                        quantity=gross - included,
-                        unit=UNIT,
-                        attributes={"gross_byte_seconds": str(gross), "included_byte_seconds": str(included)},
-                    )
-                )
+            grosses = [(h.resource_id, h.kind, h.byte_seconds(period)) for h in resources]
+            records.extend(_allocate(account_id, grosses, plans.get(account_id), period))
     records.sort(key=lambda record: (record.account_id, record.resource_id))
     return records
+
+
+def _allocate(
+    account_id: str, grosses: list[tuple[str, Kind, Decimal]], plan: Subscription | None, period: Period
+) -> list[UsageRecord]:
+    """One account's records: its allowance spent greedily (volumes first, then by resource id),
+    never below zero; the records come sorted by resource id. Call inside ``localcontext(_EXACT)``."""
+    remaining = plan.allowance_byte_seconds(period) if plan else Decimal(0)
+    records: list[UsageRecord] = []
+    for resource_id, kind, gross in sorted(grosses, key=lambda g: (_KIND_ORDER[g[1]], g[0])):
+        included = min(gross, remaining)
+        remaining -= included
+        records.append(
+            UsageRecord(
+                account_id=account_id,
+                resource_id=resource_id,
+                resource_type=kind,
+                metric=METRICS[kind],
+                quantity=gross - included,
+                unit=UNIT,
+                attributes={"gross_byte_seconds": str(gross), "included_byte_seconds": str(included)},
+            )
+        )
+    records.sort(key=lambda record: record.resource_id)
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSamples:
+    """One resource's samples as its store returns them: trusted, not re-validated one by one.
+
+    ``times`` are timezone-aware and strictly increasing; ``sizes[i]`` holds from ``times[i]`` on,
+    and ``None`` (the deletion) may only come last. The few cheap checks ``account_usage`` makes
+    raise ``ValueError`` naming the resource.
+    """
+
+    resource_id: str
+    kind: Kind
+    times: list[datetime]
+    sizes: list[int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSamples:
+    """Every resource of one account with the account's subscription (``None``: no allowance)."""
+
+    account_id: str
+    subscription: Subscription | None
+    resources: Sequence[ResourceSamples]
+
+
+def stream_storage_usage(accounts: Iterable[AccountSamples], period: Period) -> Iterator[UsageRecord]:
+    """``storage_usage``, account by account: exactly its records, in its order, one account held.
+
+    ``accounts`` must come in strictly increasing ``account_id`` order (as the store gives them), so
+    an account cannot appear twice and get its allowance twice; ``ValueError`` otherwise. A resource
+    must belong to one account only: the store guarantees it (see ``StorageStore.account_samples``).
+    """
+    previous: str | None = None
+    for account in accounts:
+        if previous is not None and account.account_id <= previous:
+            raise ValueError(
+                f"accounts are not in increasing order: {account.account_id!r} after {previous!r}"
+            )
+        previous = account.account_id
+        yield from account_usage(account, period)
+
+
+def account_usage(account: AccountSamples, period: Period) -> list[UsageRecord]:
+    """The records ``storage_usage`` gives for one account's resources and subscription.
+
+    Same arithmetic, done cheaply: each resource's byte-seconds are summed as whole byte-microseconds
+    (Python ints) and turned into a Decimal once, with the exponent the sum of per-interval Decimals
+    would have had, so quantities and attributes are identical, digit for digit.
+    """
+    grosses: list[tuple[str, Kind, Decimal]] = []
+    start, end = period.start, period.end
+    with localcontext(_EXACT):
+        for resource in account.resources:
+            gross = _gross_byte_seconds(resource, start, end)
+            if gross is not None:
+                grosses.append((resource.resource_id, resource.kind, gross))
+        if len({resource_id for resource_id, _, _ in grosses}) < len(grosses):
+            twice = sorted(resource_id for resource_id, _, _ in grosses)
+            resource_id = next(a for a, b in pairwise(twice) if a == b)
+            raise ValueError(f"resource {resource_id!r}: listed twice for account {account.account_id!r}")
+        return _allocate(account.account_id, grosses, account.subscription, period)
+
+
+_MICROSECOND: Final = timedelta(microseconds=1)
+_MICROS_PER_SECOND: Final = 1_000_000
+
+
+def _gross_byte_seconds(resource: ResourceSamples, start: datetime, end: datetime) -> Decimal | None:
+    """The resource's byte-seconds inside ``[start, end)``, or None if it did not exist then."""
+    times, sizes = resource.times, resource.sizes
+    last = sizes[-1] if sizes else None
+    if len(times) == 1 == len(sizes) and last is not None:  # a volume's usual case: one size, kept
+        created = times[0]
+        if created >= end:
+            return None
+        span = (end - max(created, start)) // _MICROSECOND
+        return _exact_seconds(last * span, span)
+    if (
+        len(times) < 2
+        or len(times) != len(sizes)
+        or sizes[0] is None
+        or sizes.count(None) > (last is None)
+        or not all(map(operator.lt, times, times[1:]))
+    ):
+        raise _inconsistent(resource)
+    if times[0] >= end or (last is None and times[-1] <= start):
+        return None
+    # Interval i runs from starts[i] with steps[i] bytes until starts[i + 1] (the last one until the
+    # period's end, unless that last start is the deletion): the step function clipped to the period.
+    first, stop = bisect_right(times, start), bisect_left(times, end)
+    if first:  # the size in effect at the period's start (not a deletion: checked above)
+        starts, steps = times[first - 1 : stop], sizes[first - 1 : stop]
+        starts[0] = start
+    else:
+        starts, steps = times[:stop], sizes[:stop]
+    ends = starts[1:]
+    if steps[-1] is None:
+        del starts[-1], steps[-1]
+    else:
+        ends.append(end)
+    spans = list(map(operator.sub, ends, starts))
+    # Samples taken on a schedule give few distinct spans: convert each distinct one once.
+    micros = {span: span // _MICROSECOND for span in set(spans)}
+    total: int = sum(map(operator.mul, steps, map(micros.__getitem__, spans)))  # no None left in steps
+    return _exact_seconds(total, math.gcd(*micros.values()))
+
+
+def _exact_seconds(total_micros: int, common: int) -> Decimal:
+    """``total_micros / 10**6`` as the Decimal that summing ``size * (micros_i / 10**6)`` gives.
+
+    ``Decimal(micros_i) / 10**6`` keeps only the decimals it needs, and a sum keeps the most any
+    term has: 6 minus the trailing zeros (at most 6) that every ``micros_i`` has, i.e. that their
+    gcd ``common`` has. ``total_micros`` is a multiple of that power of ten, so nothing is rounded.
+    """
+    if common % _MICROS_PER_SECOND == 0:
+        return Decimal(total_micros // _MICROS_PER_SECOND)
+    decimals, unit = 6, 1
+    while common % 10 == 0:
+        common //= 10
+        decimals -= 1
+        unit *= 10
+    return Decimal(total_micros // unit).scaleb(-decimals)
+
+
+def _inconsistent(resource: ResourceSamples) -> ValueError:
+    """Why ``resource``'s samples cannot describe one lifetime (only called when they cannot)."""
+    where = f"resource {resource.resource_id!r}"
+    times, sizes = resource.times, resource.sizes
+    if not times or len(times) != len(sizes):
+        return ValueError(f"{where}: {len(times)} sample time(s) for {len(sizes)} size(s)")
+    if sizes[0] is None:
+        return ValueError(f"{where}: deleted at {times[0].isoformat()} without any earlier size sample")
+    if None in sizes[:-1]:
+        return ValueError(f"{where}: a sample comes after its deletion")
+    return ValueError(f"{where}: sample times do not strictly increase")
 
 
 def _plans(subscriptions: Iterable[Subscription]) -> dict[str, Subscription]:
