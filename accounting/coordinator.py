@@ -82,6 +82,7 @@ class Coordinator:
         owner: str,
         clock: Clock = utc_now,
         lease: timedelta = DEFAULT_LEASE,
+        pricing_processes: int = 0,
         on_progress: ProgressCallback | None = None,
         on_report: Callable[[ReportRun], None] | None = None,
         on_stored: Callable[[], None] | None = None,
@@ -92,6 +93,7 @@ class Coordinator:
         self.store = store
         self.owner = owner
         self.lease = lease
+        self._pricing_processes = pricing_processes
         self._gatherer = gatherer
         self._clock = clock
         self._on_progress = on_progress
@@ -225,7 +227,7 @@ class Coordinator:
         if decided:
             await store.release(key.report_id, self._clock(), owner=owner)
             return gather, decided[0]
-        pricer = Pricer(store, self.card, owner, self._clock)
+        pricer = Pricer(store, self.card, owner, self._clock, processes=self._pricing_processes)
         return gather, await pricer.run(key, gather_id, record.supersedes)
 
     async def _move(self, key: ReportKey, status: ReportStatus, reason: str, lease_until: datetime) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ from decimal import Decimal
 from functools import partial
 from uuid import UUID
 
+import anyio
+import anyio.to_process
 import anyio.to_thread
 
 from accounting.core.billing import PricedWindow, UsageRow, converter_for, price_window
@@ -63,12 +66,15 @@ class Pricer:
         owner: str,
         clock: Callable[[], datetime],
         page_records: int = PAGE_RECORDS,
+        processes: int = 0,
     ) -> None:
         self._store = store
         self._card = card
         self._owner = owner
         self._clock = clock
         self._page = page_records
+        self._processes = anyio.CapacityLimiter(processes) if processes > 0 else None
+        self._in_flight = max(processes, 1) + 1
 
     async def run(self, key: ReportKey, gather_id: int, supersedes: UUID | None) -> ReportOutcome:
         store, owner, card = self._store, self._owner, self._card
@@ -110,37 +116,55 @@ class Pricer:
     ) -> tuple[int, Decimal]:
         """Price every window and stage its invoices; return how many and their exact total.
 
-        A small pipeline: the next window is read while this one is priced in a worker thread,
-        and a priced window is written while the next one is priced.
+        A pipeline: windows are read one after another and handed to the pricing workers (one
+        more than there are workers, so the next one is ready when a worker frees up), and each
+        priced window is written while the following ones are priced.
         """
         invoices, total = 0, Decimal(0)
-        reading = asyncio.create_task(self._read(gather_id, "", supersedes, times))
+        pricing: deque[asyncio.Task[PricedWindow]] = deque()
         staging: asyncio.Task[None] | None = None
+        after: str | None = ""
         try:
-            while True:
-                rows, superseded, upto = await reading
-                if upto is not None:
-                    reading = asyncio.create_task(self._read(gather_id, upto, supersedes, times))
-                started = time.perf_counter()
-                window: PricedWindow = await anyio.to_thread.run_sync(
-                    partial(price_window, rows, superseded, key=key, card=self._card, converter=converter)
-                )
-                times.price += time.perf_counter() - started
+            while after is not None or pricing:
+                while after is not None and len(pricing) < self._in_flight:
+                    rows, superseded, upto = await self._read(gather_id, after, supersedes, times)
+                    work = partial(
+                        price_window, rows, superseded, key=key, card=self._card, converter=converter
+                    )
+                    # A report of one window is priced in a thread: a worker process would cost
+                    # more to start than the window takes.
+                    alone = after == "" and upto is None
+                    pricing.append(asyncio.create_task(self._price(work, times, in_process=not alone)))
+                    after = upto
+                window = await pricing.popleft()
                 if staging is not None:
                     await staging
                 staging = asyncio.create_task(self._stage(key, window, times))
                 times.windows += 1
                 invoices += len(window.invoices)
                 total += window.total
-                if upto is None:
-                    await staging
-                    return invoices, total
+            if staging is not None:
+                await staging
+            return invoices, total
         finally:
-            for task in (reading, staging):
+            for task in (*pricing, staging):
                 if task is not None and not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+
+    async def _price(
+        self, work: Callable[[], PricedWindow], times: StageTimes, *, in_process: bool
+    ) -> PricedWindow:
+        """Price a window off the event loop: in a worker process when there are processes to use
+        (reading and writing the next windows then run beside it on another core), else a thread."""
+        started = time.perf_counter()
+        if self._processes is None or not in_process:
+            priced = await anyio.to_thread.run_sync(work)
+        else:
+            priced = await anyio.to_process.run_sync(work, limiter=self._processes)
+        times.price += time.perf_counter() - started
+        return priced
 
     async def _read(
         self, gather_id: int, after: str, supersedes: UUID | None, times: StageTimes

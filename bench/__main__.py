@@ -83,7 +83,7 @@ def end_to_end_table(results: list[EndToEnd]) -> Table:
         table.add_column(stage.strip(), justify="right")
     table.add_column("records/s", justify="right")
     table.add_column("invoices/s", justify="right")
-    table.add_column("peak RSS MB (coord/compute/storage)", justify="right")
+    table.add_column("peak RSS MB (coord/pricing worker/compute/storage)", justify="right")
     for result in results:
         rss = result.peak_rss_mb
         table.add_row(
@@ -95,7 +95,10 @@ def end_to_end_table(results: list[EndToEnd]) -> Table:
             *(f"{result.stages[stage]:.1f}" if stage in result.stages else "" for stage in stages),
             f"{result.records / result.total_seconds:,.0f}" if result.total_seconds else "",
             f"{result.invoices / result.stages['relay']:,.0f}" if result.stages.get("relay") else "",
-            "/".join(f"{rss.get(name, float('nan')):.0f}" for name in ("coordinator", "compute", "storage")),
+            "/".join(
+                f"{rss.get(name, float('nan')):.0f}"
+                for name in ("coordinator", "pricing worker", "compute", "storage")
+            ),
         )
     return table
 

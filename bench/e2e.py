@@ -65,6 +65,15 @@ def seeded(service: str, accounts: int) -> Path:
     return db
 
 
+def children(pid: int) -> list[int]:
+    """Direct child processes (the coordinator's pricing workers)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        listed = (task / "children").read_text().split()
+        found.extend(int(child) for child in listed)
+    return found
+
+
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident set so far, in MB (Linux)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -167,6 +176,8 @@ async def run_end_to_end(
                 finally:
                     await store.close()
                 result.peak_rss_mb = {name: peak_rss_mb(process.pid) for name, process in processes.items()}
+                workers = [peak_rss_mb(child) for child in children(processes["coordinator"].pid)]
+                result.peak_rss_mb["pricing worker"] = max(workers, default=0.0)
             finally:
                 if spy is not None:
                     spy.send_signal(2)

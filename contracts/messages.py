@@ -134,17 +134,13 @@ class UsageReply(Message):
     """Omitted: the reply is the whole answer (one last chunk holding every record)."""
     error: ServiceError | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _single_chunk_by_default(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("chunk") is None:
-            records = data.get("records") or ()
-            count = len(records) if isinstance(records, (list, tuple)) else 0
-            return {**data, "chunk": {"seq": 0, "last": True, "total_records": count}}
-        return data
-
     @model_validator(mode="after")
     def _status_matches_error(self) -> Self:
+        # An omitted chunk is one last chunk holding every record. Set here rather than in a
+        # "before" validator, which would make pydantic build the whole JSON as Python objects
+        # first: three times slower on the coordinator's hottest path.
+        if "chunk" not in self.model_fields_set:
+            object.__setattr__(self, "chunk", Chunk(seq=0, last=True, total_records=len(self.records)))
         if self.status == "error" and self.error is None:
             raise ValueError("status 'error' needs an error {code, message}")
         if self.status == "ok" and self.error is not None:

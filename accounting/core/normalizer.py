@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Context, Decimal, Inexact, localcontext
+from decimal import Context, Decimal, Inexact
 from fractions import Fraction
 from typing import Literal
 
@@ -93,13 +93,13 @@ class Converter:
         """
         sums: dict[tuple[str, str], Decimal] = {}
         inexact: dict[tuple[str, str], Fraction] = {}
-        with localcontext(_EXACT_SUM):
-            for metric, unit, quantity in quantities:
-                key = (metric, unit)
-                try:
-                    sums[key] = sums[key] + quantity if key in sums else +quantity
-                except Inexact:  # more than 200 significant digits: sum the rest exactly as fractions
-                    inexact[key] = inexact.get(key, Fraction(0)) + Fraction(quantity)
+        add = _EXACT_SUM.add
+        for metric, unit, quantity in quantities:
+            key = (metric, unit)
+            try:
+                sums[key] = add(sums[key], quantity) if key in sums else _EXACT_SUM.plus(quantity)
+            except Inexact:  # more than 200 significant digits: sum the rest exactly as fractions
+                inexact[key] = inexact.get(key, Fraction(0)) + Fraction(quantity)
         # Each metric's exact total as a ratio of integers: over its units, the unit's sum times the
         # unit's factor. Integer arithmetic gives the same exact value as Fraction, far cheaper.
         totals: dict[str, tuple[int, int]] = {}

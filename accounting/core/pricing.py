@@ -6,14 +6,15 @@ line's amount (line-level rounding).
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow, localcontext
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 
 from accounting.core.rate_card import Graduated, Item, Package, PerUnit, RateCard, Tier, Volume
 from accounting.core.usage import BillableUsage
 from contracts import InvoiceLine
 
 # Sums, differences and products of the card's decimals are exact at this precision; should one
-# ever not be, Inexact raises instead of silently rounding a quantity.
+# ever not be, Inexact raises instead of silently rounding a quantity. Its methods are called
+# directly (``_EXACT.multiply``): no thread's context is touched, and no context is copied per line.
 _EXACT = Context(prec=120, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
 
 
@@ -30,19 +31,18 @@ def price_usage(usage: BillableUsage, item_key: str, item: Item, card: RateCard)
         raise ValueError(
             f"{usage.account_id}/{item_key}: usage is in {usage.unit!r}, the card in {item.unit!r}"
         )
-    with localcontext(_EXACT):
-        price = item.price
-        if isinstance(price, PerUnit):
-            return [_line(item_key, item, card, None, usage.quantity, item.unit, price.unit_price)]
-        if isinstance(price, Graduated):
-            return [
-                _line(item_key, item, card, tier, quantity, item.unit, unit_price)
-                for tier, quantity, unit_price in graduated_split(usage.quantity, price.tiers)
-            ]
-        if isinstance(price, Volume):
-            tier, unit_price = volume_tier(usage.quantity, price.tiers)
-            return [_line(item_key, item, card, tier, usage.quantity, item.unit, unit_price)]
-        return [_package_line(usage, item_key, item, card, price)]
+    price = item.price
+    if isinstance(price, PerUnit):
+        return [_line(item_key, item, card, None, usage.quantity, item.unit, price.unit_price)]
+    if isinstance(price, Graduated):
+        return [
+            _line(item_key, item, card, tier, quantity, item.unit, unit_price)
+            for tier, quantity, unit_price in graduated_split(usage.quantity, price.tiers)
+        ]
+    if isinstance(price, Volume):
+        tier, unit_price = volume_tier(usage.quantity, price.tiers)
+        return [_line(item_key, item, card, tier, usage.quantity, item.unit, unit_price)]
+    return [_package_line(usage, item_key, item, card, price)]
 
 
 def graduated_split(quantity: Decimal, tiers: list[Tier]) -> list[tuple[int, Decimal, Decimal]]:
@@ -58,7 +58,7 @@ def graduated_split(quantity: Decimal, tiers: list[Tier]) -> list[tuple[int, Dec
     for number, tier in enumerate(tiers, start=1):
         upper = quantity if tier.up_to is None else min(quantity, tier.up_to)
         if upper > lower:
-            split.append((number, upper - lower, tier.unit_price))
+            split.append((number, _EXACT.subtract(upper, lower), tier.unit_price))
         if tier.up_to is None or quantity <= tier.up_to:
             break
         lower = tier.up_to
@@ -76,9 +76,9 @@ def volume_tier(quantity: Decimal, tiers: list[Tier]) -> tuple[int, Decimal]:
 def _package_line(
     usage: BillableUsage, item_key: str, item: Item, card: RateCard, price: Package
 ) -> InvoiceLine:
-    packages = usage.quantity // price.package_size
-    if usage.quantity % price.package_size:
-        packages += 1
+    packages = _EXACT.divide_int(usage.quantity, price.package_size)
+    if _EXACT.remainder(usage.quantity, price.package_size):
+        packages = _EXACT.add(packages, 1)
     size = format(price.package_size.normalize(), "f")
     return _line(item_key, item, card, None, packages, f"package of {size} {item.unit}", price.package_price)
 
@@ -93,14 +93,12 @@ def _line(
     unit_price: Decimal,
 ) -> InvoiceLine:
     description = item.description if tier is None else f"{item.description} (tier {tier})"
-    # Every field is computed here from the validated card and usage: validating them again per
-    # line costs more than pricing it.
-    return InvoiceLine.model_construct(
+    return InvoiceLine(
         item=item_key,
         description=description,
         tier=tier,
         quantity=quantity,
         unit=unit,
         unit_price=unit_price,
-        amount=card.round_money(quantity * unit_price),
+        amount=card.round_money(_EXACT.multiply(quantity, unit_price)),
     )

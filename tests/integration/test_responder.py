@@ -299,3 +299,27 @@ async def test_a_returned_reply_stops_the_answer_and_the_request_is_acknowledged
     assert (first.chunk.seq, first.chunk.last) == (0, False)
     assert service.yielded < service.count  # the rest of the answer was never produced
     assert await waiting_requests(connection, topology) == 0  # acknowledged, not redelivered
+
+
+async def test_a_usage_queue_declared_as_a_quorum_queue_by_an_earlier_version_is_served_as_it_is(
+    connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    spec = topology.usage_queue("echo")
+    setup = await connection.channel()
+    exchange = await setup.declare_exchange(spec.exchange.name, spec.exchange.kind, durable=True)
+    old = await setup.declare_queue(spec.name, durable=True, arguments={"x-queue-type": "quorum"})
+    await old.bind(exchange, spec.routing_key)
+    await setup.close()
+    echo = StaticService("echo", [record("acct-1", "vm-1", "vcpu", "1", "vCPU-second")])
+    channel = await connection.channel()
+    reply_queue = await channel.declare_queue("", exclusive=True)
+    responder = await Responder.create(connection, echo, WorkerSettings(namespace=topology.namespace))
+    try:
+        valid = usage_request(datetime.now(UTC) + timedelta(seconds=30))
+        await request(connection, topology, reply_queue.name, valid.to_json(), valid.request_id)
+        [reply] = await replies(reply_queue, 1)
+    finally:
+        await responder.close()
+        await channel.close()
+
+    assert (reply.request_id, reply.status, len(reply.records)) == (valid.request_id, "ok", 1)

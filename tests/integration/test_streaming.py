@@ -66,14 +66,17 @@ async def test_the_demo_data_gives_exactly_the_invoices_of_the_in_memory_pipelin
     assert (str(run.outcome.report.total), run.outcome.report.records) == (golden["total"], golden["records"])
 
 
+@pytest.mark.parametrize("processes", [2, 0], ids=["priced in processes", "priced in a thread"])
 async def test_a_50000_record_answer_in_100_chunks_gives_the_same_invoices_to_the_byte(
-    amqp_url: str, connection: AbstractRobustConnection, topology: Topology
+    amqp_url: str, connection: AbstractRobustConnection, topology: Topology, processes: int
 ) -> None:
     golden = json.loads((GOLDEN / "synthetic-50k-digest.json").read_text())
     chunky = StaticService("chunky", [UsageRecord.model_validate(r) for r in synthetic_records()])
     async with (
         serving(connection, topology, chunky, chunk_size=500),
-        coordinator(amqp_url, topology, ["chunky"], card=CARD, deadline_seconds=120) as running,
+        coordinator(
+            amqp_url, topology, ["chunky"], card=CARD, deadline_seconds=120, pricing_processes=processes
+        ) as running,
     ):
         run = await running.run_period(Period.month(SYNTHETIC_PERIOD))
         stored = await running.app.store.invoices(report_id=run.key.report_id)
@@ -85,6 +88,8 @@ async def test_a_50000_record_answer_in_100_chunks_gives_the_same_invoices_to_th
         digest.update(invoice.model_dump_json().encode() + b"\n")
     assert (len(stored), str(run.outcome.report.total)) == (golden["invoices"], golden["total"])
     assert (run.outcome.report.records, digest.hexdigest()) == (golden["records"], golden["sha256"])
+    priced = next(t for t in run.history.transitions if t.status is ReportStatus.PUBLISHING)
+    assert "in 3 window(s)" in priced.reason  # 20,000 records a window
 
 
 @asynccontextmanager

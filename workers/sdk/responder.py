@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Self
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from contracts import Topology, UsageRequest
@@ -50,11 +51,25 @@ class Responder:
     ) -> Self:
         """Declare this service's queue (idempotently) and start consuming."""
         topology = Topology(settings.namespace)
+        spec = topology.usage_queue(service.name)
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=settings.prefetch)
-        spec = topology.usage_queue(service.name)
         exchange = await channel.declare_exchange(spec.exchange.name, spec.exchange.kind, durable=True)
-        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        try:
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        except aio_pika.exceptions.ChannelPreconditionFailed as error:
+            # Declared by an earlier version with other arguments (a quorum queue, say): the broker
+            # refuses to change a queue in place, so keep serving the one that exists.
+            log.warning(
+                "service %s: queue %s already exists with other arguments (%s); using it as it is "
+                "(delete it while the service is stopped to have it declared anew)",
+                service.name,
+                spec.name,
+                error,
+            )
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=settings.prefetch)
+            queue = await channel.declare_queue(spec.name, passive=True)
         await queue.bind(exchange, routing_key=spec.routing_key)
         responder = cls(service, channel, queue, settings)
         responder._consumer_tag = await queue.consume(responder.on_message)
