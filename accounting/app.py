@@ -190,7 +190,7 @@ async def start_coordinator(
     topology = Topology(settings.namespace)
     store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
     try:
-        connection = await connect(settings.amqp_url)
+        connection = await connect(settings)
     except BaseException:
         await store.close()
         raise
@@ -216,6 +216,7 @@ async def start_coordinator(
             owner=instance_name(),
             clock=clock,
             lease=timedelta(seconds=settings.lease_seconds),
+            pricing_processes=settings.pricing_processes,
             on_progress=on_progress,
             on_report=on_report,
             on_stored=relay.wake,

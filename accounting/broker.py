@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
 
 import aio_pika
 from aio_pika.abc import (
@@ -16,7 +19,7 @@ from aio_pika.abc import (
 )
 
 from contracts import ExchangeSpec, QueueSpec, Topology
-from contracts.broker import broker_unavailable
+from contracts.broker import broker_unavailable, redact_url, scrub
 
 CONNECT_ERRORS = (OSError, aio_pika.exceptions.AMQPConnectionError, asyncio.TimeoutError)
 
@@ -25,11 +28,69 @@ class BrokerUnavailable(RuntimeError):
     """RabbitMQ did not answer; the message says where and how to start it."""
 
 
-async def connect(url: str, connect_timeout: float = 10.0) -> AbstractRobustConnection:
+class BrokerSettings(Protocol):
+    """What ``connect`` needs of the settings: the URL and the TLS files (``accounting.settings``)."""
+
+    @property
+    def amqp_url(self) -> str: ...
+    @property
+    def tls_ca_file(self) -> Path | None: ...
+    @property
+    def tls_cert_file(self) -> Path | None: ...
+    @property
+    def tls_key_file(self) -> Path | None: ...
+
+
+def tls_context(
+    url: str, ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext | None:
+    """None for ``amqp://``; for ``amqps://`` a context that verifies the broker's certificate and
+    host name against ``ca_file`` (the system's CAs when None), TLS 1.2 at least, presenting
+    ``cert_file``/``key_file`` when given (mutual TLS). A file that cannot be loaded raises
+    ``BrokerUnavailable`` naming the setting."""
+    if not url.lower().startswith("amqps://"):
+        return None
     try:
-        return await aio_pika.connect_robust(url, timeout=connect_timeout)
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise BrokerUnavailable(
+            f"tls_ca_file {ca_file}: cannot load it as PEM CA certificates ({error})"
+        ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as error:
+            raise BrokerUnavailable(
+                f"tls_cert_file {cert_file} / tls_key_file {key_file}: cannot load them as a PEM "
+                f"certificate and its private key ({error})"
+            ) from None
+    return context
+
+
+async def connect(target: str | BrokerSettings, connect_timeout: float = 10.0) -> AbstractRobustConnection:
+    """A robust connection to the broker at ``target`` (a URL, or the settings, which also give the
+    TLS files for an ``amqps://`` URL). A broker that does not answer raises ``BrokerUnavailable``,
+    whose message names the URL without its password."""
+    if isinstance(target, str):
+        url, context = target, tls_context(target)
+    else:
+        url = target.amqp_url
+        context = tls_context(url, target.tls_ca_file, target.tls_cert_file, target.tls_key_file)
+    try:
+        return await aio_pika.connect_robust(url, timeout=connect_timeout, ssl_context=context)
+    except ssl.SSLError as error:
+        raise BrokerUnavailable(
+            f"TLS to AMQP_URL={redact_url(url)} failed ({scrub(str(error), url)}): check tls_ca_file "
+            "against the broker's certificate and host name, and tls_cert_file / tls_key_file"
+        ) from None
     except CONNECT_ERRORS as error:
-        raise BrokerUnavailable(broker_unavailable(url, error)) from error
+        # ``from None``: the cause's text is in the message, scrubbed; a chained cause is not.
+        raise BrokerUnavailable(broker_unavailable(url, error)) from None
+    except ValueError as error:  # the URL itself (yarl)
+        raise BrokerUnavailable(
+            f"AMQP_URL={redact_url(url)} is not a valid amqp:// or amqps:// URL ({scrub(str(error), url)})"
+        ) from None
 
 
 async def declare_exchange(channel: AbstractChannel, spec: ExchangeSpec) -> AbstractExchange:

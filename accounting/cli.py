@@ -17,11 +17,13 @@ from typing import Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
 
 import typer
+from aio_pika.abc import AbstractConnection
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
+from accounting import dlq, dlq_queue
 from accounting.app import StoreUnavailable, open_store, start_coordinator
 from accounting.broker import BrokerUnavailable, connect
 from accounting.coordinator import ReportRun
@@ -47,7 +49,7 @@ from accounting.scheduler import close_period
 from accounting.settings import Settings, load_rate_card, load_settings
 from accounting.store.repository import ReportStore
 from contracts import ROUTING_REPORT_ABORTED, ROUTING_REPORT_COMPLETED, InvoiceIssued, Period, Topology
-from contracts.broker import redact_url
+from contracts.broker import redact_url, scrub
 
 app = typer.Typer(
     name="reckon",
@@ -94,7 +96,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; a broker or store that does not answer gives one clear line and exit code 2."""
     try:
         return asyncio.run(coroutine)
-    except (BrokerUnavailable, StoreUnavailable) as error:
+    except (BrokerUnavailable, StoreUnavailable, dlq_queue.DeadLettersMissing) as error:
         fail(str(error))
 
 
@@ -106,6 +108,8 @@ def month(value: str) -> Period:
 
 
 def previous_month(now: datetime) -> str:
+    """The calendar month before ``now``'s, in UTC, as YYYY-MM."""
+    now = now.astimezone(UTC)
     year, month_number = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
     return f"{year:04d}-{month_number:02d}"
 
@@ -152,18 +156,23 @@ def coordinator(config: ConfigOption = None) -> None:
 
 @app.command("close-period")
 def close_period_command(
-    period: Annotated[str, typer.Argument(help="The billing month, YYYY-MM.")],
+    period: Annotated[str | None, typer.Argument(help="The billing month, YYYY-MM.")] = None,
+    last_month: Annotated[
+        bool, typer.Option("--last-month", help="The calendar month before this one (UTC), for a CronJob.")
+    ] = False,
     config: ConfigOption = None,
     requested_by: Annotated[str, typer.Option(help="Who asks, recorded on the event.")] = "operator",
     wait: Annotated[bool, typer.Option(help="Wait for the report and print its outcome.")] = False,
 ) -> None:
-    """Act as the scheduler: publish PeriodClosed for PERIOD."""
-    billing_period = month(period)
+    """Act as the scheduler: publish PeriodClosed for PERIOD, or for last month with --last-month."""
+    if (period is None) == (not last_month):
+        fail("name the period to close: PERIOD (YYYY-MM) or --last-month, not both")
+    billing_period = month(period or previous_month(datetime.now(UTC)))
     settings = settings_from(config)
     topology = Topology(settings.namespace)
 
     async def main() -> dict[str, Any] | None:
-        connection = await connect(settings.amqp_url)
+        connection = await connect(settings)
         async with connection:
             channel = await connection.channel()
             listener = await channel.declare_queue("", exclusive=True, auto_delete=True)
@@ -208,26 +217,57 @@ def invoice_count(report: dict[str, Any]) -> int:
 
 
 @app.command()
-def payments(config: ConfigOption = None) -> None:
-    """Run a payment consumer: print each invoice once, dropping duplicates by invoice_id."""
+def payments(
+    config: ConfigOption = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(help="SQLite file of handled invoices (RECKON_PAYMENTS_DB, var/payments.sqlite3)."),
+    ] = None,
+) -> None:
+    """Run the reference payment consumer: one payment per invoice, however often it is delivered.
+
+    Each invoice is recorded in --db with its payment, in one transaction, before it is acknowledged;
+    a restart or a redelivery drops invoices already handled.
+    """
     from accounting.payments import PaymentConsumer
+    from accounting.payments_store import SqlLedger, record_payment
 
     configure_logging(verbose=False)
-    settings = settings_from(config)
+    settings = settings_from(config, **({"payments_db": db} if db is not None else {}))
 
     def show(invoice: InvoiceIssued) -> None:
         console.print(invoice_lines_table(invoice))
 
     async def main() -> None:
-        connection = await connect(settings.amqp_url)
-        async with connection:
-            consumer = await PaymentConsumer.start(connection, Topology(settings.namespace), show)
-            console.print("payment consumer waiting for invoices (Ctrl-C to stop)")
-            await until_signalled()
-            await consumer.stop()
-            console.print(f"{len(consumer.invoices)} invoices, {consumer.duplicates} duplicates dropped")
+        ledger = await SqlLedger.open(settings.payments_db)
+        try:
+            connection = await connect(settings)
+            async with connection:
+                consumer = await PaymentConsumer.start(
+                    connection,
+                    Topology(settings.namespace),
+                    show,
+                    ledger=ledger,
+                    in_transaction=record_payment,
+                )
+                console.print(
+                    f"payment consumer waiting for invoices (Ctrl-C to stop); handled invoices in "
+                    f"{settings.payments_db}: {await ledger.count()}"
+                )
+                await until_signalled()
+                await consumer.stop()
+                console.print(
+                    f"{len(consumer.invoices)} invoices handled, {consumer.duplicates} duplicates dropped, "
+                    f"{consumer.failures} handler failures ({consumer.parked} parked in dead letters)"
+                )
+        finally:
+            await ledger.close()
 
-    run(main())
+    try:
+        run(main())
+    except (OSError, SQLAlchemyError) as error:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        fail(f"payments database {settings.payments_db}: {reason}")
 
 
 def is_worker_program(name: str) -> bool:
@@ -266,7 +306,7 @@ def demo(
     settings = settings_from(config, **overrides)
     card = card_from(settings)
     console.print(
-        f"[bold]Reckon demo[/]: period {billing_period.period_id}, broker {settings.amqp_url.split('@')[-1]}"
+        f"[bold]Reckon demo[/]: period {billing_period.period_id}, broker {redact_url(settings.amqp_url)}"
     )
     with tempfile.TemporaryDirectory(prefix="reckon-demo-") as workdir:
         if "store_url" not in settings.model_fields_set:
@@ -303,9 +343,9 @@ def store_command(
     except FileNotFoundError as error:
         fail(str(error))
     except (OSError, SQLAlchemyError) as error:
-        detail = str(getattr(error, "orig", None) or error).splitlines()[0]
+        reason = scrub(str(getattr(error, "orig", None) or error).splitlines()[0], settings.store_url)
         fail(
-            f"store {redact_url(settings.store_url)}: {detail} "
+            f"store {redact_url(settings.store_url)}: {reason} "
             "(is it a Reckon store? `reckon db upgrade` creates one)"
         )
 
@@ -468,7 +508,7 @@ def relay(config: ConfigOption = None) -> None:
     async def main() -> None:
         store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
         try:
-            connection = await connect(settings.amqp_url)
+            connection = await connect(settings)
             async with connection:
                 publisher = await AmqpEventPublisher.create(
                     connection, Topology(settings.namespace), settings.publish_timeout_seconds
@@ -491,6 +531,116 @@ def relay(config: ConfigOption = None) -> None:
             await store.close()
 
     run(main())
+
+
+dlq_app = typer.Typer(
+    help="Dead letters (billing.dead-letters): list, show, replay or purge them.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
+DeadLetterIds = Annotated[list[str], typer.Argument(help="Dead-letter IDs, as `reckon dlq list` shows them.")]
+
+
+def broker_command(settings: Settings, work: Callable[[AbstractConnection, Topology], Awaitable[T]]) -> T:
+    """Connect to the broker named by the settings, run ``work``, disconnect."""
+
+    async def main() -> T:
+        connection = await connect(settings)
+        async with connection:
+            return await work(connection, Topology(settings.namespace))
+
+    return run(main())
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 1000,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every dead letter, oldest first: ID, original queue, exchange and routing key, why it died.
+
+    Nothing is consumed: the messages are read and all given back, in order.
+    """
+    settings = settings_from(config)
+    letters, total = broker_command(
+        settings, lambda connection, topology: dlq_queue.list_dead_letters(connection, topology, limit)
+    )
+    if as_json:
+        print_json([dlq.summary(letter) for letter in letters])
+    else:
+        queue = Topology(settings.namespace).dead_letters_queue.name
+        console.print(dlq.list_table(letters, queue, total))
+
+
+@dlq_app.command("show")
+def dlq_show(ids: DeadLetterIds, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Everything about the named dead letters, their body included."""
+    settings = settings_from(config)
+    try:
+        letters = broker_command(
+            settings, lambda connection, topology: dlq_queue.find_dead_letters(connection, topology, ids)
+        )
+    except dlq_queue.UnknownDeadLetters as unknown:
+        fail(str(unknown))
+    if as_json:
+        print_json([dlq.detail(letter) for letter in letters])
+        return
+    for letter in letters:
+        console.print(dlq.detail_table(letter))
+
+
+@dlq_app.command("replay")
+def dlq_replay(ids: DeadLetterIds, config: ConfigOption = None) -> None:
+    """Republish the named dead letters where they were first published; remove each once confirmed.
+
+    One that no queue takes (returned) stays in dead letters. Exit code 1 unless all were replayed.
+    """
+    settings = settings_from(config)
+    timeout = settings.publish_timeout_seconds
+    try:
+        outcomes = broker_command(
+            settings,
+            lambda connection, topology: dlq_queue.replay_dead_letters(connection, topology, ids, timeout),
+        )
+    except dlq_queue.UnknownDeadLetters as unknown:
+        fail(f"{unknown}; nothing was replayed")
+    style = {"replayed": "green", "returned": "yellow", "failed": "red"}
+    for outcome in outcomes:
+        console.print(
+            f"[{style[outcome.status]}]{outcome.status}[/] {escape(outcome.id)}: {escape(outcome.detail)}"
+        )
+    if any(outcome.status != "replayed" for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+NO_CONFIRMATION = "no confirmation on stdin: pass --yes to purge dead letters from a script"
+
+
+def confirmed(question: str) -> bool:
+    """Ask on stdin; end of input (no stdin) refuses with a clear message rather than "Aborted"."""
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        fail(NO_CONFIRMATION)
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask: for scripts.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete every dead letter, for good (asks first unless --yes)."""
+    if not yes and (sys.stdin is None or sys.stdin.closed):
+        fail(NO_CONFIRMATION)
+    settings = settings_from(config)
+    queue = Topology(settings.namespace).dead_letters_queue.name
+    if not yes:
+        total = broker_command(settings, dlq_queue.count_dead_letters)
+        if not confirmed(f"Delete all {total} dead letters in {queue}? They cannot be replayed afterwards."):
+            errors.print("nothing purged")
+            raise typer.Exit(1)
+    purged = broker_command(settings, dlq_queue.purge_dead_letters)
+    console.print(f"purged {purged} dead letters from {queue}")
 
 
 def main() -> None:

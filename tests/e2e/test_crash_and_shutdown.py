@@ -49,7 +49,8 @@ async def coordinator_process(
         "RECKON_SERVICES": "compute",
         "RECKON_RATE_CARD": str(ROOT / "config" / "rate-card.toml"),
         "RECKON_RELAY_POLL_SECONDS": "0.2",
-        "RECKON_RELAY_CLAIM_SECONDS": "2",
+        "RECKON_RELAY_CLAIM_SECONDS": "5",
+        "RECKON_PUBLISH_TIMEOUT_SECONDS": "1.5",
         "RECKON_RESUME_EVERY_SECONDS": "1",
         **{f"RECKON_{key.upper()}": value for key, value in settings.items()},
     }

@@ -60,7 +60,8 @@ async def relay_process(
         "RECKON_STORE_URL": str(store.engine.url),
         "RECKON_RELAY_WINDOW": str(WINDOW),
         "RECKON_RELAY_POLL_SECONDS": "0.2",
-        "RECKON_RELAY_CLAIM_SECONDS": "2",
+        "RECKON_RELAY_CLAIM_SECONDS": "5",
+        "RECKON_PUBLISH_TIMEOUT_SECONDS": "1.5",
         **{f"RECKON_{key.upper()}": value for key, value in settings.items()},
     }
     with log.open("ab") as output:
