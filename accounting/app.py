@@ -17,9 +17,11 @@ from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.exc import SQLAlchemyError
 
 from accounting.broker import connect
-from accounting.coordinator import Coordinator, PeriodConsumer, ReportRun
+from accounting.coordinator import Coordinator, ReportRun
+from accounting.core.gather import ReplyLimits
 from accounting.core.rate_card import RateCard
 from accounting.gatherer import Clock, ProgressCallback, UsageGatherer, utc_now
+from accounting.period_consumer import PeriodConsumer
 from accounting.publisher import AmqpEventPublisher
 from accounting.relay import OutboxRelay
 from accounting.settings import Settings, load_rate_card
@@ -57,6 +59,17 @@ async def open_store(url: str, *, create: bool = True, busy_timeout: float = 30.
 
 class StoreUnavailable(RuntimeError):
     """The store did not answer or could not be migrated; the message names it (without password)."""
+
+
+def reply_limits(settings: Settings) -> ReplyLimits:
+    return ReplyLimits(
+        max_reply_bytes=settings.max_reply_bytes,
+        max_records_per_chunk=settings.max_records_per_chunk,
+        max_chunks_per_answer=settings.max_chunks_per_answer,
+        max_records_per_answer=settings.max_records_per_answer,
+        max_attributes=settings.max_attributes,
+        max_attribute_length=settings.max_attribute_length,
+    )
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -197,8 +210,20 @@ async def start_coordinator(
     try:
         publisher = await AmqpEventPublisher.create(connection, topology, settings.publish_timeout_seconds)
         gatherer = await UsageGatherer.create(
-            connection, topology, settings.publish_timeout_seconds, clock, settings.reply_prefetch
+            connection,
+            topology,
+            settings.publish_timeout_seconds,
+            clock,
+            settings.reply_prefetch,
+            senders=settings.service_users,
+            limits=reply_limits(settings),
         )
+        if not settings.service_users:
+            log.warning(
+                "service_users is not set: replies are taken from broker user %r for every service "
+                "(fine with one broker user in development; give each service its own user in production)",
+                gatherer.user,
+            )
         relay = OutboxRelay(
             store,
             publisher,
@@ -217,6 +242,7 @@ async def start_coordinator(
             clock=clock,
             lease=timedelta(seconds=settings.lease_seconds),
             pricing_processes=settings.pricing_processes,
+            max_build_attempts=settings.max_build_attempts,
             on_progress=on_progress,
             on_report=on_report,
             on_stored=relay.wake,

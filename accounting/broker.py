@@ -93,6 +93,12 @@ async def connect(target: str | BrokerSettings, connect_timeout: float = 10.0) -
         ) from None
 
 
+def broker_user(connection: AbstractConnection) -> str:
+    """The user name a connection logged in as: what the broker checks ``user_id`` against."""
+    url = getattr(connection, "url", None)
+    return str(getattr(url, "user", None) or "guest")
+
+
 async def declare_exchange(channel: AbstractChannel, spec: ExchangeSpec) -> AbstractExchange:
     return await channel.declare_exchange(spec.name, spec.kind, durable=True)
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accounting import dlq, dlq_queue
 from accounting.app import StoreUnavailable, open_store, start_coordinator
-from accounting.broker import BrokerUnavailable, connect
+from accounting.broker import BrokerUnavailable, broker_user, connect
 from accounting.coordinator import ReportRun
 from accounting.core.gather import Gather
 from accounting.core.rate_card import RateCard
@@ -249,6 +249,7 @@ def payments(
                     show,
                     ledger=ledger,
                     in_transaction=record_payment,
+                    publisher=settings.coordinator_user or broker_user(connection),
                 )
                 console.print(
                     f"payment consumer waiting for invoices (Ctrl-C to stop); handled invoices in "

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
-from pydantic import ValidationError
+import aio_pika
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from accounting.broker import QueueConsumer
 from accounting.core.gather import Gather, ServiceOutcome, ServiceState
 from accounting.core.lifecycle import ReportHistory, ReportStatus
 from accounting.core.rate_card import RateCard
@@ -29,17 +28,21 @@ from accounting.gatherer import Clock, ProgressCallback, UsageGatherer, utc_now
 from accounting.leases import LeaseKeeper
 from accounting.pricer import Pricer
 from accounting.store.repository import (
+    ACTIVE,
     NOT_ASKED,
+    LeaseLost,
     ReportExists,
     ReportRecord,
     ReportStore,
     StoredReply,
 )
-from contracts import PeriodClosed, Topology, report_id
+from contracts import AbortCode, AbortReason, PeriodClosed, report_id
 
 log = logging.getLogger("reckon.coordinator")
 
 DEFAULT_LEASE = timedelta(seconds=60)
+RETRY_BACKOFF = timedelta(seconds=5)
+MAX_RETRY_BACKOFF = timedelta(minutes=5)
 """How long a report stays with its builder without a renewal (renewed every third of it)."""
 
 
@@ -83,6 +86,7 @@ class Coordinator:
         clock: Clock = utc_now,
         lease: timedelta = DEFAULT_LEASE,
         pricing_processes: int = 0,
+        max_build_attempts: int = 3,
         on_progress: ProgressCallback | None = None,
         on_report: Callable[[ReportRun], None] | None = None,
         on_stored: Callable[[], None] | None = None,
@@ -94,6 +98,7 @@ class Coordinator:
         self.owner = owner
         self.lease = lease
         self._pricing_processes = pricing_processes
+        self.max_build_attempts = max_build_attempts
         self._gatherer = gatherer
         self._clock = clock
         self._on_progress = on_progress
@@ -151,10 +156,27 @@ class Coordinator:
         return claimed
 
     async def build(self, record: ReportRecord) -> ReportRun:
-        """Build the report while holding its lease (renewed until the build ends)."""
+        """Build the report while holding its lease (renewed until the build ends).
+
+        A report is never resumed into the same failure forever: an error worth retrying (the
+        store or the broker briefly gone) leaves the report to be built again after a backoff, at
+        most ``max_build_attempts`` builds in all; any other error, or the last attempt's, aborts it
+        as ``internal``, naming the error. A lost lease just stops this builder.
+        """
         key = ReportKey(record.report_id, record.revision, record.period)
-        async with LeaseKeeper(self.store, key.report_id, self.owner, self.lease, self._clock) as lease:
-            gather, outcome = await self._build(record, key, lease)
+        try:
+            async with LeaseKeeper(self.store, key.report_id, self.owner, self.lease, self._clock) as lease:
+                if record.build_attempts >= self.max_build_attempts:
+                    gather = Gather(dict.fromkeys(record.requested, ""), self._clock())
+                    outcome: ReportOutcome = await self._give_up(record, key)
+                else:
+                    gather, outcome = await self._build(record, key, lease)
+        except LeaseLost:
+            log.warning("report %s: lease lost; its new owner builds it", key.report_id)
+            raise
+        except Exception as error:
+            await self._after_failure(key, error)
+            raise
         if self._on_stored is not None:
             self._on_stored()
         if gather.ignored:
@@ -230,11 +252,62 @@ class Coordinator:
         pricer = Pricer(store, self.card, owner, self._clock, processes=self._pricing_processes)
         return gather, await pricer.run(key, gather_id, record.supersedes)
 
+    async def _after_failure(self, key: ReportKey, error: BaseException) -> None:
+        """Retry the build later, or abort the report as ``internal`` (see ``build``)."""
+        what = f"{type(error).__name__}: {error}"
+        log.error("report %s: build failed: %s", key.report_id, what, exc_info=error)
+        try:
+            current = await self.store.get(key.report_id)
+            if current is None or current.status not in ACTIVE or current.owner != self.owner:
+                return  # finished, aborted while collecting, or no longer ours: nothing to decide
+            attempts = current.build_attempts
+            if transient(error) and attempts < self.max_build_attempts:
+                retry_at = self._clock() + min(RETRY_BACKOFF * 2 ** max(attempts - 1, 0), MAX_RETRY_BACKOFF)
+                if await self.store.note_failure(key.report_id, self.owner, what, retry_at):
+                    log.warning(
+                        "report %s: attempt %d of %d failed (%s); it is built again from %s",
+                        key.report_id,
+                        attempts,
+                        self.max_build_attempts,
+                        what,
+                        retry_at.isoformat(),
+                    )
+                return
+            after = f" (attempt {attempts} of {self.max_build_attempts})" if transient(error) else ""
+            await self._abort_internal(key, f"{current.status} failed{after}: {what}")
+        except Exception:  # the store is down too: the lease runs out and a later build decides
+            log.exception(
+                "report %s: could not record the failure; it is retried when its lease ends", key.report_id
+            )
+
+    async def _give_up(self, record: ReportRecord, key: ReportKey) -> Aborted:
+        last = record.last_error or "no error recorded"
+        return await self._abort_internal(
+            key, f"gave up after {record.build_attempts} build attempts; the last failed with {last}"
+        )
+
+    async def _abort_internal(self, key: ReportKey, message: str) -> Aborted:
+        outcome = aborted(key, [AbortReason(code=AbortCode.INTERNAL, message=message[:2000])])
+        why = "; ".join(map(str, outcome.report.reasons))
+        await self.store.finish_aborted(key.report_id, outcome.report, self._clock(), why, owner=self.owner)
+        log.error("report %s period %s → aborted: %s", key.report_id, key.period.period_id, why)
+        if self._on_stored is not None:
+            self._on_stored()
+        return outcome
+
     async def _move(self, key: ReportKey, status: ReportStatus, reason: str, lease_until: datetime) -> None:
         await self.store.move(
             key.report_id, status, self._clock(), reason, owner=self.owner, lease_until=lease_until
         )
         log.info("report %s period %s → %s: %s", key.report_id, key.period.period_id, status, reason)
+
+
+def transient(error: BaseException) -> bool:
+    """An error worth building the report again for: the store or the broker briefly unreachable
+    or busy. Anything else (a bug, data nobody foresaw) would fail the same way again."""
+    if isinstance(error, DBAPIError):
+        return isinstance(error, OperationalError | InterfaceError) or bool(error.connection_invalidated)
+    return isinstance(error, OSError | TimeoutError | aio_pika.exceptions.AMQPError)
 
 
 def _stored(outcome: ServiceOutcome, asked: bool) -> StoredReply:
@@ -251,49 +324,4 @@ def _stored(outcome: ServiceOutcome, asked: bool) -> StoredReply:
 
 def _log_failure(task: asyncio.Task[ReportRun]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error(
-            "%s failed; it stays in the store and is resumed later",
-            task.get_name(),
-            exc_info=task.exception(),
-        )
-
-
-class PeriodConsumer(QueueConsumer):
-    """Consumes ``accounting.period-closed`` (single active consumer across replicas).
-
-    An event is acknowledged once its report row is committed; the report is then built in the
-    background. A repeated event for a period that has a report is acknowledged and ignored.
-    """
-
-    def __init__(self, coordinator: Coordinator, channel: AbstractChannel, queue: AbstractQueue) -> None:
-        super().__init__(channel, queue)
-        self._coordinator = coordinator
-        self.handled = 0
-        """PeriodClosed events acknowledged, duplicates included."""
-
-    @classmethod
-    async def start(
-        cls, connection: AbstractConnection, topology: Topology, coordinator: Coordinator
-    ) -> PeriodConsumer:
-        channel, queue = await cls.open_queue(connection, topology, topology.period_closed_queue, prefetch=1)
-        consumer = cls(coordinator, channel, queue)
-        await consumer.begin()
-        return consumer
-
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = PeriodClosed.from_json(message.body)
-        except ValidationError as error:
-            log.error("rejected an invalid PeriodClosed (parked in dead letters): %s", error)
-            await message.reject(requeue=False)
-            return
-        try:
-            record = await self._coordinator.accept(event)
-        except Exception:
-            log.exception("period %s: could not store its report; the event is requeued", event.period_id)
-            await message.nack(requeue=True)
-            return
-        await message.ack()
-        self.handled += 1
-        if record is not None:
-            self._coordinator.start_building(record)
+        log.error("%s ended with %r", task.get_name(), task.exception())

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from uuid import UUID
 
-from accounting.core.gather import Action, StoreChunk
+from accounting.core.gather import Action, DropAnswer, KeepBody, StoreChunk
 from accounting.store.repository import ChunkToStore, ReportStore
 
 
@@ -31,17 +31,29 @@ class StoreSink:
         await self._store.mark_asked(self._report_id, self._owner, self._gather_id, requests, self._clock())
 
     async def write(self, actions: Sequence[Action]) -> list[tuple[str, str]]:
+        """Store the batch in order; a service that answered again has its earlier answer dropped
+        before the chunks that follow are stored."""
+        refused: list[tuple[str, str]] = []
+        pending: list[ChunkToStore] = []
+        for action in actions:
+            if isinstance(action, DropAnswer):
+                refused += await self._append(pending)
+                pending = []
+                await self._store.drop_answer(self._report_id, self._owner, self._gather_id, action.service)
+            else:
+                pending.append(_chunk(action))
+        return refused + await self._append(pending)
+
+    async def _append(self, chunks: list[ChunkToStore]) -> list[tuple[str, str]]:
+        if not chunks:
+            return []
         rejected = await self._store.append_chunks(
-            self._report_id,
-            self._owner,
-            self._gather_id,
-            [_chunk(action) for action in actions],
-            self._clock(),
+            self._report_id, self._owner, self._gather_id, chunks, self._clock()
         )
         return [(chunk.service, chunk.message) for chunk in rejected]
 
 
-def _chunk(action: Action) -> ChunkToStore:
+def _chunk(action: StoreChunk | KeepBody) -> ChunkToStore:
     body = action.body.decode("utf-8", errors="replace")
     if not isinstance(action, StoreChunk):
         return ChunkToStore(action.service, action.request_id, None, body, accepted=False)

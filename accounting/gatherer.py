@@ -31,17 +31,19 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from accounting.broker import broker_user
 from accounting.core.gather import (
+    DEFAULT_LIMITS,
     Action,
     ChunkRefused,
     DeadlinePassed,
     Gather,
     GatherEvent,
+    ReplyLimits,
     ReplyReceived,
     RequestReturned,
     StoreChunk,
     TransportLost,
-    request_ids,
 )
 from contracts import CONTENT_TYPE, Period, Topology, UsageRequest
 
@@ -60,6 +62,12 @@ TRANSPORT_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def request_ids(services: Sequence[str]) -> dict[str, str]:
+    """A random correlation id per request: no service can derive another service's (they used to
+    share the report's id), and a straggling reply to an earlier attempt never matches this one."""
+    return {service: uuid.uuid4().hex for service in services}
 
 
 class TransportClosed(RuntimeError):
@@ -107,8 +115,14 @@ class UsageGatherer:
         publish_timeout: float,
         clock: Clock,
         prefetch: int,
+        senders: Mapping[str, str] | None = None,
+        limits: ReplyLimits = DEFAULT_LIMITS,
     ) -> None:
         self._connection = connection
+        self.user = broker_user(connection)
+        """The broker user this coordinator connects as: its requests carry it as ``user_id``."""
+        self._service_users = dict(senders or {})
+        self._limits = limits
         self._topology = topology
         self._publish_timeout = publish_timeout
         self._clock = clock
@@ -129,8 +143,13 @@ class UsageGatherer:
         publish_timeout: float = 10.0,
         clock: Clock = utc_now,
         prefetch: int = 64,
+        senders: Mapping[str, str] | None = None,
+        limits: ReplyLimits = DEFAULT_LIMITS,
     ) -> UsageGatherer:
-        gatherer = cls(connection, topology, publish_timeout, clock, prefetch)
+        """``senders`` maps a service to the broker user allowed to answer for it; a service not
+        named there must answer as this coordinator's own user (one user for everything: a
+        development setup)."""
+        gatherer = cls(connection, topology, publish_timeout, clock, prefetch, senders, limits)
         connection.close_callbacks.add(gatherer._on_closed)
         await gatherer._open()
         return gatherer
@@ -169,6 +188,9 @@ class UsageGatherer:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
+    def _senders(self, services: Sequence[str]) -> dict[str, str]:
+        return {service: self._service_users.get(service, self.user) for service in services}
+
     def _on_closed(self, _sender: Any, error: BaseException | None = None) -> None:
         self._closed_reason = f"{type(error).__name__}: {error}" if error else "channel closed"
         lost = TransportLost(self._closed_reason, self._clock())
@@ -186,7 +208,7 @@ class UsageGatherer:
             self.unknown_replies += 1
             log.warning("reply with unknown correlation id %r ignored", message.correlation_id)
         else:
-            settled.handle(ReplyReceived(correlation_id, message.body, self._clock()))
+            settled.handle(ReplyReceived(correlation_id, message.body, self._clock(), message.user_id))
             log.info("reply %s ignored (%s)", correlation_id, dict(settled.ignored))
         await _ack(message)
 
@@ -205,8 +227,8 @@ class UsageGatherer:
         ``on_abort`` is awaited as soon as the report is decided aborted; the gather then goes on
         storing the other services' answers until they are all in or the deadline passes.
         """
-        requests = request_ids(services, str(report_id), uuid.uuid4().hex[:8])
-        session = _Session(Gather(requests, deadline))
+        requests = request_ids(services)
+        session = _Session(Gather(requests, deadline, senders=self._senders(services), limits=self._limits))
         for request_id in requests.values():
             self._routes[request_id] = session
         sends: list[asyncio.Task[None]] = []
@@ -257,6 +279,7 @@ class UsageGatherer:
             reply_to=reply_to,
             expiration=max(deadline - self._clock(), _MIN_EXPIRATION),
             timestamp=self._clock(),
+            user_id=self.user,
         )
 
     async def _ask(
@@ -344,9 +367,15 @@ class UsageGatherer:
         elif isinstance(item, AbstractIncomingMessage):
             messages.append(item)
             before = sum(machine.ignored.values())
-            actions.extend(machine.handle(ReplyReceived(item.correlation_id, item.body, self._clock())))
+            received = ReplyReceived(item.correlation_id, item.body, self._clock(), item.user_id)
+            actions.extend(machine.handle(received))
             if sum(machine.ignored.values()) > before:
-                log.info("reply %s ignored (%s)", item.correlation_id, dict(machine.ignored))
+                log.warning(
+                    "reply %s from user %r ignored (%s)",
+                    item.correlation_id,
+                    item.user_id,
+                    dict(machine.ignored),
+                )
         else:
             machine.handle(item)
 
@@ -357,7 +386,8 @@ class UsageGatherer:
             if isinstance(item, _Asked):
                 session.machine.request_sent(item.service)
             elif isinstance(item, AbstractIncomingMessage):
-                session.machine.handle(ReplyReceived(item.correlation_id, item.body, self._clock()))
+                late = ReplyReceived(item.correlation_id, item.body, self._clock(), item.user_id)
+                session.machine.handle(late)
                 await _ack(item)
 
 

@@ -87,8 +87,11 @@ class PaymentConsumer(QueueConsumer):
         on_invoice: InvoiceCallback,
         ledger: Ledger | None = None,
         in_transaction: TransactionalHandler | None = None,
+        publisher: str | None = None,
     ) -> None:
         super().__init__(channel, queue)
+        self.publisher = publisher
+        """The broker user invoices must come from (the coordinator's); None: no check."""
         self._on_invoice = on_invoice
         self._ledger = ledger or MemoryLedger()
         self._in_transaction = in_transaction
@@ -109,6 +112,7 @@ class PaymentConsumer(QueueConsumer):
         ledger: Ledger | None = None,
         in_transaction: TransactionalHandler | None = None,
         prefetch: int = 50,
+        publisher: str | None = None,
     ) -> PaymentConsumer:
         """Declare the topology and consume. ``in_transaction`` needs a SQL ledger."""
         if in_transaction is not None and (ledger is None or isinstance(ledger, MemoryLedger)):
@@ -116,11 +120,23 @@ class PaymentConsumer(QueueConsumer):
         channel, queue = await cls.open_queue(
             connection, topology, topology.payments_queue, prefetch=prefetch
         )
-        consumer = cls(channel, queue, on_invoice, ledger, in_transaction)
+        consumer = cls(channel, queue, on_invoice, ledger, in_transaction, publisher)
         await consumer.begin()
         return consumer
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
+        if self.publisher is not None and message.user_id != self.publisher:
+            # Any broker user that may publish to the default exchange could post here: only the
+            # coordinator's invoices count (the broker verified user_id against the connection).
+            self.rejected += 1
+            log.error(
+                "rejected message %s from broker user %r: invoices come from %r (parked in dead letters)",
+                message.message_id,
+                message.user_id,
+                self.publisher,
+            )
+            await message.reject(requeue=False)
+            return
         try:
             invoice = InvoiceIssued.from_json(message.body)
         except ValidationError as error:

@@ -11,7 +11,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from accounting.broker import declare_coordinator_topology
+from accounting.broker import broker_user, declare_coordinator_topology
 from contracts import CONTENT_TYPE, Topology
 
 log = logging.getLogger("reckon.publish")
@@ -60,7 +60,11 @@ class AmqpEventPublisher:
         exchanges: dict[str, AbstractExchange],
         confirm_timeout: float,
         attempts: int = 3,
+        user_id: str | None = None,
     ) -> None:
+        self.user_id = user_id
+        """Set on every event (the broker verifies it): a payment service can tell the coordinator's
+        invoices from anything another broker user might publish."""
         self._channel = channel
         self._exchanges = exchanges
         self._confirm_timeout = confirm_timeout
@@ -76,7 +80,7 @@ class AmqpEventPublisher:
             "invoices": await channel.get_exchange(topology.invoices.name),
             "reports": await channel.get_exchange(topology.reports.name),
         }
-        return cls(channel, exchanges, confirm_timeout)
+        return cls(channel, exchanges, confirm_timeout, user_id=broker_user(connection))
 
     async def close(self) -> None:
         if not self._channel.is_closed:
@@ -91,6 +95,7 @@ class AmqpEventPublisher:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=event.message_id,
             type=event.message_type,
+            user_id=self.user_id,
         )
         try:  # the common case, without the retry machinery's cost per message
             returned = await exchange.publish(

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     namespace: str = Field(default="", max_length=128, pattern=r"^[A-Za-z0-9_-]*$")
     services: Annotated[tuple[str, ...], NoDecode] = ()
     """Required by the coordinator (see ``require_services``); the scheduler and payments need none."""
+    coordinator_user: str | None = Field(default=None, min_length=1, max_length=255)
+    """For ``reckon payments``: the broker user invoices must come from (AMQP ``user_id``, verified by
+    the broker). None: the payment consumer's own user (one user for everything, in development)."""
     service_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """The broker user allowed to answer for each service (its replies' validated ``user_id``);
     every key must be a configured service. ``RECKON_SERVICE_USERS=compute=reckon-compute,...``

@@ -104,11 +104,18 @@ class UsageRecord(Part):
 
 
 class Chunk(Part):
-    """Position of one reply in a multi-part answer; ``total_records`` counts every chunk."""
+    """Position of one reply in a multi-part answer.
+
+    ``total_records`` counts the whole answer on the **last** chunk; earlier chunks may carry the
+    count so far (it is not read). ``answer_id`` (added in 1.2) names one computation of the
+    answer: a service that answers again (its request was redelivered) uses a new one, and chunks
+    of two answers are never mixed. Omitted, every chunk belongs to the same answer.
+    """
 
     seq: int = Field(ge=0)
     last: bool
     total_records: int = Field(ge=0)
+    answer_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class ErrorCode(StrEnum):
@@ -124,8 +131,14 @@ class ServiceError(Part):
 
 
 class UsageReply(Message):
-    """Sub-service → coordinator, to ``reply_to`` with the request's ``correlation_id``."""
+    """Sub-service → coordinator, to ``reply_to`` with the request's ``correlation_id``.
 
+    1.2 added the optional ``chunk.answer_id``: an older reader ignores it and loses nothing.
+    """
+
+    VERSION: ClassVar[str] = "1.2"
+
+    schema_version: str = "1.2"
     request_id: str = Field(min_length=1, max_length=128)
     service: str = ServiceName
     status: Literal["ok", "error"]
@@ -209,6 +222,7 @@ class AbortCode(StrEnum):
     UNKNOWN_UNIT = "unknown_unit"
     UNPRICED = "unpriced"
     TRANSPORT_LOST = "transport_lost"
+    INTERNAL = "internal"
 
 
 class AbortReason(Part):
@@ -222,6 +236,16 @@ class AbortReason(Part):
 
 
 class ReportAborted(Message):
+    """A report revision was aborted, with every reason known; no invoice exists for it.
+
+    2.0 (from 1.1): reason codes are an **open set** — 2.0 added ``internal`` (the coordinator
+    itself failed) — and a reader treats a code it does not know as a failure it cannot explain
+    further. A 1.x reader validated codes against a closed list and would have refused the event.
+    """
+
+    VERSION: ClassVar[str] = "2.0"
+
+    schema_version: str = "2.0"
     report_id: UUID
     revision: int = Field(ge=1)
     period: Period

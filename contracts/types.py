@@ -34,10 +34,31 @@ def _parse_decimal(value: Any) -> Decimal:
     return parsed
 
 
+QUANTITY_INTEGER_DIGITS = 30
+QUANTITY_FRACTION_DIGITS = 18
+QUANTITY_TEXT_LENGTH = 64
+
+
 def _parse_non_negative(value: Any) -> Decimal:
+    """A quantity: a decimal ≥ 0 with at most 30 digits before the point and 18 after.
+
+    Checked before any arithmetic: a string longer than 64 characters, or a number such as
+    ``1e999999999``, is refused at once instead of costing seconds (or an ``Overflow``) later.
+    """
+    if isinstance(value, str) and len(value) > QUANTITY_TEXT_LENGTH:
+        raise ValueError(f"{value[:20]!r}... is longer than {QUANTITY_TEXT_LENGTH} characters")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**QUANTITY_INTEGER_DIGITS:
+        raise ValueError(f"has more than {QUANTITY_INTEGER_DIGITS} digits before the decimal point")
     parsed = _parse_decimal(value)
     if parsed < 0:
         raise ValueError(f"{parsed} is negative")
+    if parsed and parsed.adjusted() >= QUANTITY_INTEGER_DIGITS:
+        raise ValueError(f"{value!r} has more than {QUANTITY_INTEGER_DIGITS} digits before the decimal point")
+    exponent = parsed.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= QUANTITY_INTEGER_DIGITS:  # a zero such as 0E+99
+        raise ValueError(f"{value!r} has an exponent above {QUANTITY_INTEGER_DIGITS - 1}")
+    if isinstance(exponent, int) and exponent < -QUANTITY_FRACTION_DIGITS:
+        raise ValueError(f"{value!r} has more than {QUANTITY_FRACTION_DIGITS} digits after the decimal point")
     return parsed if parsed else abs(parsed)  # "-0" becomes "0"
 
 

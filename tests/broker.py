@@ -48,3 +48,9 @@ async def rabbitmqctl(*args: str) -> None:
     )
     _, error = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {error.decode()}"
+
+
+def rabbitmqctl_sync(*args: str) -> None:
+    """``rabbitmqctl`` for fixtures that are not async (making and deleting broker users)."""
+    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stderr}"

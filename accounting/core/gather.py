@@ -16,7 +16,7 @@ them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -28,11 +28,12 @@ from contracts import AbortCode, AbortReason, UsageReply
 
 @dataclass(frozen=True)
 class ReplyReceived:
-    """A message arrived on the reply queue."""
+    """A message arrived on the reply queue; ``user_id`` is the broker-verified sender, if set."""
 
     correlation_id: str | None
     body: bytes
     at: datetime
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ class StoreChunk:
 
 
 @dataclass(frozen=True)
+class DropAnswer:
+    """Forget what was stored of this service's answer: it answered again (a new answer id)."""
+
+    service: str
+
+
+@dataclass(frozen=True)
 class KeepBody:
     """Keep this body of a reply that failed its service, for the audit; it is not usage."""
 
@@ -88,7 +96,25 @@ class KeepBody:
     body: bytes
 
 
-Action = StoreChunk | KeepBody
+Action = StoreChunk | KeepBody | DropAnswer
+
+
+@dataclass(frozen=True)
+class ReplyLimits:
+    """What one reply and one answer may hold; beyond it the service's reply is ``invalid_reply``.
+
+    The defaults are the coordinator's (``max_reply_bytes`` and the others in its settings).
+    """
+
+    max_reply_bytes: int = 8 * 2**20
+    max_records_per_chunk: int = 10_000
+    max_chunks_per_answer: int = 100_000
+    max_records_per_answer: int = 10_000_000
+    max_attributes: int = 32
+    max_attribute_length: int = 256
+
+
+DEFAULT_LIMITS = ReplyLimits()
 
 
 class ServiceState(StrEnum):
@@ -103,6 +129,10 @@ class Ignored(StrEnum):
     LATE = "late"
     DUPLICATE = "duplicate"
     UNKNOWN_CORRELATION = "unknown_correlation"
+    REJECTED_SENDER = "rejected_sender"
+    """Not sent by the broker user configured for the service: it can neither complete nor abort."""
+    SUPERSEDED = "superseded"
+    """A chunk of an answer the service has since replaced with a new one."""
 
 
 class GatherStatus(StrEnum):
@@ -127,6 +157,17 @@ class ServiceOutcome:
     last_seq: int | None = None
     announced: int | None = None
     """``total_records`` of the last chunk, once it arrived."""
+    answer_id: str | None = None
+    replaced: set[str | None] = field(default_factory=set)
+    """Answer ids this service gave up for a newer answer: their late chunks are ignored."""
+
+    def restart(self, answer_id: str | None) -> None:
+        """The service answers again from scratch: forget the chunks of the answer before."""
+        self.replaced.add(self.answer_id)
+        self.answer_id = answer_id
+        self.received = set()
+        self.records, self.highest_seq = 0, -1
+        self.last_seq = self.announced = None
 
     @property
     def chunks(self) -> int:
@@ -140,11 +181,21 @@ class Gather:
     are still recorded, so the aborted report names every reason known when it is written.
     """
 
-    def __init__(self, requests: Mapping[str, str], deadline: datetime) -> None:
-        """``requests`` maps each configured service to the request id (correlation id) sent to it."""
+    def __init__(
+        self,
+        requests: Mapping[str, str],
+        deadline: datetime,
+        *,
+        senders: Mapping[str, str] | None = None,
+        limits: ReplyLimits = DEFAULT_LIMITS,
+    ) -> None:
+        """``requests`` maps each configured service to the request id (correlation id) sent to it;
+        ``senders`` maps each to the broker user allowed to answer for it (None: no check)."""
         if not requests:
             raise ValueError("a gather needs at least one configured service")
         self.deadline = deadline
+        self.senders = dict(senders or {})
+        self.limits = limits
         self.services: dict[str, ServiceOutcome] = {
             service: ServiceOutcome(service, request_id) for service, request_id in requests.items()
         }
@@ -281,10 +332,22 @@ class Gather:
         if outcome is None:
             self.ignored[Ignored.UNKNOWN_CORRELATION] += 1
             return ()
+        expected = self.senders.get(outcome.service)
+        if expected is not None and event.user_id != expected:
+            self.ignored[Ignored.REJECTED_SENDER] += 1
+            return ()
         if outcome.state is not ServiceState.WAITING or self._ended_at is not None:
             self.ignored[_why_ignored(outcome)] += 1
             return ()
-        keep = (KeepBody(outcome.service, outcome.request_id, event.body),)
+        keep = (KeepBody(outcome.service, outcome.request_id, event.body[:4096]),)
+        if len(event.body) > self.limits.max_reply_bytes:
+            self._fail(
+                outcome,
+                AbortCode.INVALID_REPLY,
+                f"reply of {len(event.body)} bytes exceeds max_reply_bytes {self.limits.max_reply_bytes}",
+                event.at,
+            )
+            return keep
         try:
             reply = UsageReply.from_json(event.body)
         except ValidationError as error:
@@ -311,10 +374,49 @@ class Gather:
                 event.at,
             )
             return keep
+        too_big = self._beyond_limits(outcome, reply)
+        if too_big:
+            self._fail(outcome, AbortCode.INVALID_REPLY, too_big, event.at)
+            return keep
+        restarted: tuple[Action, ...] = ()
+        answer_id = reply.chunk.answer_id
+        if answer_id != outcome.answer_id:
+            if answer_id in outcome.replaced:
+                self.ignored[Ignored.SUPERSEDED] += 1
+                return ()
+            if outcome.received:
+                outcome.restart(answer_id)
+                restarted = (DropAnswer(outcome.service),)
+            else:
+                outcome.answer_id = answer_id
         if reply.chunk.seq in outcome.received:
             self.ignored[Ignored.DUPLICATE] += 1
             return ()
-        return self._accept(outcome, reply, event)
+        return restarted + self._accept(outcome, reply, event)
+
+    def _beyond_limits(self, outcome: ServiceOutcome, reply: UsageReply) -> str | None:
+        """Why this chunk exceeds a limit (naming the limit), or None."""
+        limits, chunk, records = self.limits, reply.chunk, reply.records
+        if len(records) > limits.max_records_per_chunk:
+            limit = f"max_records_per_chunk {limits.max_records_per_chunk}"
+            return f"chunk {chunk.seq} holds {len(records)} records, more than {limit}"
+        if chunk.seq >= limits.max_chunks_per_answer:
+            return f"chunk {chunk.seq} is beyond max_chunks_per_answer {limits.max_chunks_per_answer}"
+        announced = chunk.total_records if chunk.last else 0
+        if max(announced, outcome.records + len(records)) > limits.max_records_per_answer:
+            return (
+                f"the answer holds more than max_records_per_answer {limits.max_records_per_answer} records"
+            )
+        for number, record in enumerate(records):
+            attributes = record.attributes
+            if len(attributes) > limits.max_attributes:
+                limit = f"max_attributes {limits.max_attributes}"
+                return f"records.{number} has {len(attributes)} attributes, more than {limit}"
+            for name, value in attributes.items():
+                if len(name) > limits.max_attribute_length or len(value) > limits.max_attribute_length:
+                    limit = f"max_attribute_length {limits.max_attribute_length}"
+                    return f"records.{number}.attributes.{name[:40]} is longer than {limit}"
+        return None
 
     def _accept(self, outcome: ServiceOutcome, reply: UsageReply, event: ReplyReceived) -> tuple[Action, ...]:
         chunk = reply.chunk
@@ -382,12 +484,3 @@ def _describe(error: ValidationError) -> str:
     shown = "; ".join(problems[:5])
     more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
     return f"invalid reply: {shown}{more}"
-
-
-def request_ids(services: Iterable[str], report_id: str, attempt: str) -> dict[str, str]:
-    """Correlation ids naming report, service and attempt, readable in broker tools and logs.
-
-    ``attempt`` differs per gather, so a straggling reply to an earlier attempt of the same report
-    can never be mistaken for an answer to this one.
-    """
-    return {service: f"{report_id}/{service}/{attempt}" for service in services}

@@ -93,6 +93,12 @@ class RepliesRepository:
         and each ``carried`` service's good answer is copied from ``carried_from`` (a replay)."""
         async with self.engine.begin() as connection:
             await fence(connection, report_id, owner, (ReportStatus.GATHERING,))
+            reports = schema.reports
+            await connection.execute(
+                update(reports)
+                .where(reports.c.report_id == str(report_id))
+                .values(build_attempts=reports.c.build_attempts + 1)
+            )
             await _drop_gathers(connection, report_id)
             created = await connection.execute(
                 insert(schema.gathers).values(
@@ -160,6 +166,21 @@ class RepliesRepository:
                     await fence(connection, report_id, owner, COLLECTING)
                     await _insert_chunks(connection, gather_id, [replace(chunk, accepted=False)], at)
         return rejected
+
+    async def drop_answer(self, report_id: UUID, owner: str, gather_id: int, service: str) -> None:
+        """A service answered again from scratch (a new answer id): its earlier answer's records
+        go, and its chunks stay for the audit, no longer accepted."""
+        chunks, records = schema.reply_chunks, schema.usage_records
+        async with self.engine.begin() as connection:
+            await fence(connection, report_id, owner, COLLECTING)
+            await connection.execute(
+                delete(records).where(records.c.gather_id == gather_id, records.c.service == service)
+            )
+            await connection.execute(
+                update(chunks)
+                .where(chunks.c.gather_id == gather_id, chunks.c.service == service)
+                .values(accepted=False)
+            )
 
     async def save_outcomes(
         self, report_id: UUID, owner: str, gather_id: int, outcomes: Sequence[StoredReply], at: datetime

@@ -48,6 +48,10 @@ class ReportRecord:
     lease_until: datetime | None
     created_at: datetime
     updated_at: datetime
+    build_attempts: int = 0
+    """Builds started (each gather attempt counts); bounded by the coordinator's max_build_attempts."""
+    last_error: str | None = None
+    """Why the last build failed, when it failed for a reason worth retrying."""
 
     def collecting(self, now: datetime) -> bool:
         """An aborted report whose builder is still storing the other services' answers."""
@@ -220,6 +224,22 @@ class ReportsRepository:
                 claimed.append(refreshed)
         return claimed
 
+    async def note_failure(self, report_id: UUID, owner: str, error: str, retry_at: datetime) -> bool:
+        """Keep the report for ``owner`` until ``retry_at`` (a backoff), noting why its build failed;
+        any coordinator may then resume it. False when ``owner`` no longer holds it."""
+        table = schema.reports
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(table)
+                .where(
+                    table.c.report_id == str(report_id),
+                    table.c.owner == owner,
+                    table.c.status.in_([status.value for status in ACTIVE]),
+                )
+                .values(last_error=error[:2000], lease_until=retry_at)
+            )
+        return bool(result.rowcount == 1)
+
     async def release(self, report_id: UUID, at: datetime, owner: str | None = None) -> None:
         """Give up a report (graceful shutdown, or the end of collecting after an abort): the next
         coordinator resumes one still being built at once. With ``owner``, only if it holds it."""
@@ -314,6 +334,8 @@ def report_record(row: Row[Any]) -> ReportRecord:
         lease_until=row.lease_until,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        build_attempts=row.build_attempts,
+        last_error=row.last_error,
     )
 
 

@@ -79,6 +79,8 @@ reports = Table(
     Column("lease_until", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("build_attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("last_error", Text, nullable=True),
     UniqueConstraint("period_id", "revision", name="uq_reports_period_revision"),
 )
 

@@ -70,6 +70,7 @@ async def publish_invoice(
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=str(invoice.invoice_id) if invoice else "not-an-invoice",
                 type="InvoiceIssued",
+                user_id="guest",  # as the coordinator signs it (the test broker's one user)
             ),
             ROUTING_INVOICE_ISSUED,
             mandatory=True,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from accounting.app import CoordinatorApp, start_coordinator
@@ -18,7 +19,7 @@ from accounting.coordinator import ReportRun
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.rate_card import RateCard
 from accounting.settings import Settings
-from contracts import Period, PeriodClosed, Topology, UsageRecord
+from contracts import CONTENT_TYPE, Period, PeriodClosed, Topology, UsageRecord, UsageRequest
 from workers.sdk import Responder, UsageService, WorkerSettings
 
 TEST_CARD = RateCard.from_toml(
@@ -80,6 +81,54 @@ async def serving(
     connection: AbstractConnection, topology: Topology, *services: UsageService, chunk_size: int = 500
 ) -> AsyncIterator[list[Responder]]:
     settings = WorkerSettings(namespace=topology.namespace, chunk_size=chunk_size)
+    responders = [await Responder.create(connection, service, settings) for service in services]
+    try:
+        yield responders
+    finally:
+        for responder in responders:
+            await responder.close()
+
+
+@asynccontextmanager
+async def raw_service(
+    connection: AbstractConnection,
+    topology: Topology,
+    name: str,
+    answer: Callable[[UsageRequest], Sequence[bytes]],
+) -> AsyncIterator[None]:
+    """A sub-service that answers each request with the raw bodies ``answer`` gives — what a
+    third-party service might send, valid or not — signed as the test broker's user."""
+    channel = await connection.channel()
+    spec = topology.usage_queue(name)
+    exchange = await channel.declare_exchange(spec.exchange.name, spec.exchange.kind, durable=True)
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    await queue.bind(exchange, spec.routing_key)
+
+    async def reply(message: AbstractIncomingMessage) -> None:
+        request = UsageRequest.from_json(message.body)
+        for body in answer(request):
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body, content_type=CONTENT_TYPE, correlation_id=request.request_id, user_id="guest"
+                ),
+                routing_key=message.reply_to or "",
+            )
+        await message.ack()
+
+    tag = await queue.consume(reply)
+    try:
+        yield
+    finally:
+        await queue.cancel(tag)
+        await channel.close()
+
+
+@asynccontextmanager
+async def serving_as(
+    connection: AbstractConnection, topology: Topology, *services: UsageService, coordinator_user: str
+) -> AsyncIterator[list[Responder]]:
+    """Serve ``services`` on ``connection`` (its own broker user), answering only ``coordinator_user``."""
+    settings = WorkerSettings(namespace=topology.namespace, coordinator_user=coordinator_user)
     responders = [await Responder.create(connection, service, settings) for service in services]
     try:
         yield responders

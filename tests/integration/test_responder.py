@@ -23,12 +23,19 @@ PERIOD = Period.month("2026-10")
 
 
 async def request(
-    connection: AbstractRobustConnection, topology: Topology, reply_to: str, body: bytes, correlation_id: str
+    connection: AbstractRobustConnection,
+    topology: Topology,
+    reply_to: str,
+    body: bytes,
+    correlation_id: str,
+    user: str | None = "guest",
 ) -> None:
+    """Publish a request as the coordinator would: signed with the test connection's user."""
     channel = await connection.channel()
     exchange = await channel.get_exchange(topology.usage.name)
     await exchange.publish(
-        aio_pika.Message(body, correlation_id=correlation_id, reply_to=reply_to), routing_key="echo"
+        aio_pika.Message(body, correlation_id=correlation_id, reply_to=reply_to, user_id=user),
+        routing_key="echo",
     )
     await channel.close()
 

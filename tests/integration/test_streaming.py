@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Aborted, Completed
@@ -21,7 +18,6 @@ from accounting.replay import replay
 from accounting.settings import load_rate_card
 from accounting.store.repository import LeaseLost
 from contracts import (
-    CONTENT_TYPE,
     AbortCode,
     Chunk,
     Period,
@@ -33,7 +29,7 @@ from contracts import (
 )
 from tests.golden.synthetic import PERIOD_ID as SYNTHETIC_PERIOD
 from tests.golden.synthetic import synthetic_records
-from tests.integration.support import StaticService, coordinator, eventually, record, serving
+from tests.integration.support import StaticService, coordinator, eventually, raw_service, record, serving
 from workers.compute.seed import seed as seed_compute
 from workers.compute.service import ComputeService
 from workers.storage.seed import seed as seed_storage
@@ -92,48 +88,25 @@ async def test_a_50000_record_answer_in_100_chunks_gives_the_same_invoices_to_th
     assert "in 3 window(s)" in priced.reason  # 20,000 records a window
 
 
-@asynccontextmanager
-async def holey_service(
-    connection: AbstractRobustConnection, topology: Topology, name: str
-) -> AsyncIterator[None]:
-    """A sub-service that answers in three chunks and loses the middle one on the way."""
-    channel = await connection.channel()
-    spec = topology.usage_queue(name)
-    exchange = await channel.declare_exchange(spec.exchange.name, spec.exchange.kind, durable=True)
-    queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
-    await queue.bind(exchange, spec.routing_key)
-
-    async def answer(message: AbstractIncomingMessage) -> None:
-        request = UsageRequest.from_json(message.body)
-        for seq in (0, 2):
-            reply = UsageReply(
-                request_id=request.request_id,
-                service=name,
-                status="ok",
-                records=(record(f"acct-{seq}", f"vm-{seq}", "vcpu", "3600", "vCPU-second"),),
-                chunk=Chunk(seq=seq, last=seq == 2, total_records=3),
-            )
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    reply.to_json(), content_type=CONTENT_TYPE, correlation_id=request.request_id
-                ),
-                routing_key=message.reply_to or "",
-            )
-        await message.ack()
-
-    tag = await queue.consume(answer)
-    try:
-        yield
-    finally:
-        await queue.cancel(tag)
-        await channel.close()
+def holey_answer(request: UsageRequest) -> list[bytes]:
+    """Three chunks, the middle one lost on the way."""
+    return [
+        UsageReply(
+            request_id=request.request_id,
+            service=request.service,
+            status="ok",
+            records=(record(f"acct-{seq}", f"vm-{seq}", "vcpu", "3600", "vCPU-second"),),
+            chunk=Chunk(seq=seq, last=seq == 2, total_records=3),
+        ).to_json()
+        for seq in (0, 2)
+    ]
 
 
 async def test_a_missing_middle_chunk_aborts_the_report_as_incomplete(
     amqp_url: str, connection: AbstractRobustConnection, topology: Topology
 ) -> None:
     async with (
-        holey_service(connection, topology, "chunky"),
+        raw_service(connection, topology, "chunky", holey_answer),
         coordinator(amqp_url, topology, ["chunky"], deadline_seconds=2) as running,
     ):
         run = await running.run_period(Period.month("2026-10"))

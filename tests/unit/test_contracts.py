@@ -478,3 +478,41 @@ def test_negative_zero_quantity_travels_as_zero() -> None:
     ).quantity
 
     assert str(quantity) == "0"
+
+
+# Bounded quantities (docs/architecture.md states the limits) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quantity", "complaint"),
+    [
+        ("1e999999999", "more than 30 digits before the decimal point"),
+        ("1e999999", "more than 30 digits before the decimal point"),
+        ("9" * 31, "more than 30 digits before the decimal point"),
+        ("1" * 200_000, "longer than 64 characters"),
+        (10**30, "more than 30 digits before the decimal point"),
+        ("0.0000000000000000001", "more than 18 digits after the decimal point"),
+        ("1E-19", "more than 18 digits after the decimal point"),
+        ("0E+99", "exponent above 29"),
+    ],
+)
+def test_a_quantity_out_of_the_contracts_range_is_a_validation_error_naming_the_field(
+    quantity: object, complaint: str
+) -> None:
+    with pytest.raises(ValidationError, match=r"records\.0\.quantity") as refused:
+        UsageReply.model_validate(reply_with_quantity(quantity))
+    assert complaint in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "quantity", ["9" * 30, "0." + "1" * 18, "123456789012345678901234567890.123456789012345678", "0", "1E+29"]
+)
+def test_quantities_at_the_edge_of_the_range_are_accepted(quantity: str) -> None:
+    reply = UsageReply.model_validate(reply_with_quantity(quantity))
+    assert reply.records[0].quantity == Decimal(quantity)
+
+
+def test_an_absurd_quantity_is_refused_quickly_and_only_with_a_validation_error() -> None:
+    body = json.dumps(reply_with_quantity("9" * 200_000))
+    with pytest.raises(ValidationError):
+        UsageReply.from_json(body)

@@ -9,21 +9,24 @@ from decimal import Decimal
 import pytest
 
 from accounting.core.gather import (
+    DEFAULT_LIMITS,
     Action,
     ChunkRefused,
     DeadlinePassed,
+    DropAnswer,
     Gather,
     GatherStatus,
     Ignored,
     KeepBody,
+    ReplyLimits,
     ReplyReceived,
     RequestReturned,
     ServiceState,
     StoreChunk,
     TransportLost,
-    request_ids,
 )
-from contracts import SCHEMA_VERSION, AbortCode, AbortReason, Chunk, ServiceError, UsageRecord, UsageReply
+from accounting.gatherer import request_ids
+from contracts import AbortCode, AbortReason, Chunk, ServiceError, UsageRecord, UsageReply
 
 START = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
 DEADLINE = START + timedelta(seconds=30)
@@ -193,7 +196,7 @@ def test_bad_quantity_is_an_invalid_reply_naming_the_field_path(quantity: str, c
 
 def test_unknown_major_schema_version_is_an_invalid_reply() -> None:
     payload = body("compute").replace(
-        f'"schema_version":"{SCHEMA_VERSION}"'.encode(), b'"schema_version":"2.0"'
+        f'"schema_version":"{UsageReply.VERSION}"'.encode(), b'"schema_version":"2.0"'
     )
     gather = new_gather()
     gather.handle(reply("compute", payload))
@@ -455,20 +458,6 @@ def test_a_gather_without_services_is_refused() -> None:
         Gather({}, DEADLINE)
 
 
-def test_request_ids_name_report_service_and_attempt() -> None:
-    assert request_ids(["compute", "storage"], "rep-1", "a1") == {
-        "compute": "rep-1/compute/a1",
-        "storage": "rep-1/storage/a1",
-    }
-
-
-def test_request_ids_differ_between_attempts() -> None:
-    first = request_ids(["compute"], "rep-1", "a1")
-    second = request_ids(["compute"], "rep-1", "a2")
-
-    assert first["compute"] != second["compute"]
-
-
 def test_a_repeat_after_completion_is_a_duplicate_not_late() -> None:
     gather = new_gather("compute")
     gather.handle(reply("compute", body("compute", [record()])))
@@ -485,3 +474,124 @@ def test_an_error_reply_after_the_abort_is_late_for_a_service_that_missed_the_de
 
     assert only_reason(gather).code is AbortCode.DEADLINE
     assert gather.ignored == {Ignored.LATE: 1}
+
+
+# Sender identity, bounded inputs, answer ids ------------------------------------------------------
+
+
+def guarded(limits: ReplyLimits = DEFAULT_LIMITS) -> Gather:
+    return Gather(
+        REQUESTS,
+        DEADLINE,
+        senders={"compute": "reckon-compute", "storage": "reckon-storage"},
+        limits=limits,
+    )
+
+
+def signed(service: str, payload: bytes, user: str | None, seconds: float = 1) -> ReplyReceived:
+    return ReplyReceived(REQUESTS[service], payload, at(seconds), user_id=user)
+
+
+@pytest.mark.parametrize("user", ["reckon-storage", None, "guest"])
+def test_a_reply_from_another_broker_user_can_neither_complete_nor_abort(user: str | None) -> None:
+    gather = guarded()
+    error = UsageReply(
+        request_id=REQUESTS["compute"],
+        service="compute",
+        status="error",
+        error=ServiceError(code="internal", message="forged"),
+    ).to_json()
+
+    assert gather.handle(signed("compute", body("compute", [record()]), user)) == ()
+    assert gather.handle(signed("compute", error, user, seconds=2)) == ()
+
+    assert gather.ignored == {Ignored.REJECTED_SENDER: 2}
+    assert gather.status is GatherStatus.GATHERING
+    assert gather.services["compute"].state is ServiceState.WAITING
+
+
+def test_the_configured_user_answers_for_its_service() -> None:
+    gather = guarded()
+    gather.handle(signed("compute", body("compute", [record()]), "reckon-compute"))
+    gather.handle(signed("storage", body("storage", [record("vol-1")]), "reckon-storage"))
+
+    assert gather.status is GatherStatus.COMPLETE
+
+
+def limited(**limits: int) -> Gather:
+    return Gather({"compute": REQUESTS["compute"]}, DEADLINE, limits=ReplyLimits(**limits))
+
+
+@pytest.mark.parametrize(
+    ("limits", "payload", "complaint"),
+    [
+        (
+            {"max_reply_bytes": 1024},
+            body("compute", [record(f"vm-{n}") for n in range(20)]),
+            "max_reply_bytes 1024",
+        ),
+        (
+            {"max_records_per_chunk": 2},
+            body("compute", [record(f"vm-{n}") for n in range(3)]),
+            "max_records_per_chunk 2",
+        ),
+        (
+            {"max_chunks_per_answer": 3},
+            body("compute", [record()], seq=3, last=False),
+            "max_chunks_per_answer 3",
+        ),
+        ({"max_records_per_answer": 5}, body("compute", [record()], total=6), "max_records_per_answer 5"),
+    ],
+    ids=["bytes", "records per chunk", "chunks", "records per answer"],
+)
+def test_a_reply_beyond_a_limit_is_an_invalid_reply_naming_the_limit(
+    limits: dict[str, int], payload: bytes, complaint: str
+) -> None:
+    gather = limited(**limits)
+    gather.handle(reply("compute", payload))
+
+    reason = only_reason(gather)
+    assert (reason.code, reason.service) == (AbortCode.INVALID_REPLY, "compute")
+    assert complaint in reason.message
+
+
+def test_attributes_beyond_their_limits_are_an_invalid_reply() -> None:
+    many = record().model_copy(update={"attributes": {f"k{n}": "v" for n in range(4)}})
+    long = record().model_copy(update={"attributes": {"note": "x" * 20}})
+
+    for bad, complaint in ((many, "max_attributes 3"), (long, "max_attribute_length 10")):
+        gather = limited(max_attributes=3, max_attribute_length=10)
+        gather.handle(reply("compute", body("compute", [bad])))
+        assert complaint in only_reason(gather).message
+
+
+def answer(answer_id: str, seq: int, last: bool, records: Sequence[UsageRecord], total: int) -> bytes:
+    return UsageReply(
+        request_id=REQUESTS["compute"],
+        service="compute",
+        status="ok",
+        records=tuple(records),
+        chunk=Chunk(seq=seq, last=last, total_records=total, answer_id=answer_id),
+    ).to_json()
+
+
+def test_a_service_answering_again_replaces_its_partial_answer_and_the_two_are_never_mixed() -> None:
+    gather = new_gather("compute")
+    first = gather.handle(reply("compute", answer("a", 0, False, [record("vm-1")], 1)))
+    again = gather.handle(reply("compute", answer("b", 0, False, [record("vm-1")], 1), seconds=2))
+    stale = gather.handle(reply("compute", answer("a", 1, True, [record("vm-2")], 2), seconds=3))
+    done = gather.handle(reply("compute", answer("b", 1, True, [record("vm-3")], 2), seconds=4))
+
+    assert [type(action) for action in first] == [StoreChunk]
+    assert [type(action) for action in again] == [DropAnswer, StoreChunk]
+    assert stale == ()
+    assert gather.ignored[Ignored.SUPERSEDED] == 1
+    assert stored([*again, *done]) == {"compute": (record("vm-1"), record("vm-3"))}
+    assert gather.status is GatherStatus.COMPLETE
+
+
+def test_request_ids_are_random_per_request_so_no_service_can_guess_another_ones() -> None:
+    first, second = request_ids(["compute", "storage"]), request_ids(["compute", "storage"])
+
+    assert len({*first.values(), *second.values()}) == 4
+    assert all(len(value) == 32 for value in first.values())

@@ -229,3 +229,28 @@ def test_error_reply_truncates_a_long_message_to_2000_chars() -> None:
     assert reply.error.message == "x" * 2000
     assert (reply.error.code, reply.error.retryable) == ("internal", True)
     assert UsageReply.from_json(reply.to_json()) == reply
+
+
+@pytest.mark.parametrize("sender", ["reckon-storage", None])
+def test_a_request_not_sent_by_the_coordinators_user_is_refused_without_any_reply(sender: str | None) -> None:
+    decision = refused(
+        decide(BODY, REQUEST.request_id, "compute", BEFORE, sender=sender, coordinator="reckon")
+    )
+
+    assert decision.reply is None  # nothing goes to a reply_to a stranger chose
+    assert "not the coordinator 'reckon'" in decision.why
+
+
+def test_a_request_signed_by_the_coordinator_is_work() -> None:
+    decision = decide(BODY, REQUEST.request_id, "compute", BEFORE, sender="reckon", coordinator="reckon")
+
+    assert isinstance(decision, Work)
+
+
+def test_every_chunk_of_one_computation_carries_its_answer_id() -> None:
+    chunker = Chunker(REQUEST, 2, answer_id="answer-1")
+    chunks = [reply for record in records(5) if (reply := chunker.add(record)) is not None]
+    chunks.append(chunker.finish())
+
+    assert {chunk.chunk.answer_id for chunk in chunks} == {"answer-1"}
+    assert chunks[0].schema_version == "1.2"

@@ -36,8 +36,23 @@ class Refuse:
 Decision = Work | Expired | Refuse
 
 
-def decide(body: bytes, correlation_id: str | None, service: str, now: datetime) -> Decision:
-    """Validate a request body and check it is for ``service`` and not past its deadline."""
+def decide(
+    body: bytes,
+    correlation_id: str | None,
+    service: str,
+    now: datetime,
+    *,
+    sender: str | None = None,
+    coordinator: str | None = None,
+) -> Decision:
+    """Validate a request body and check it is for ``service`` and not past its deadline.
+
+    With ``coordinator``, the request must have been sent by that broker user (``sender``, the
+    AMQP ``user_id`` the broker verified): anyone else gets no answer at all, so a service's
+    inventory never goes to a ``reply_to`` chosen by a stranger.
+    """
+    if coordinator is not None and sender != coordinator:
+        return Refuse(None, f"request from broker user {sender!r}, not the coordinator {coordinator!r}")
     try:
         request = UsageRequest.from_json(body)
     except ValidationError as error:
@@ -80,9 +95,12 @@ class Chunker:
     coordinator only trusts the last chunk's value.
     """
 
-    def __init__(self, request: UsageRequest, chunk_size: int) -> None:
+    def __init__(self, request: UsageRequest, chunk_size: int, answer_id: str | None = None) -> None:
+        """``answer_id`` names this computation of the answer (the shell draws a new one each time
+        it answers a request): if it answers the same request again, the two are never mixed."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        self._answer_id = answer_id
         self._request = request
         self._chunk_size = chunk_size
         self._buffer: list[UsageRecord] = []
@@ -118,7 +136,7 @@ class Chunker:
             service=self._request.service,
             status="ok",
             records=records,
-            chunk=Chunk(seq=self._seq, last=last, total_records=self._sent),
+            chunk=Chunk(seq=self._seq, last=last, total_records=self._sent, answer_id=self._answer_id),
         )
         self._seq += 1
         return reply

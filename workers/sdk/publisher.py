@@ -30,7 +30,14 @@ class ReplyPublisher:
     """
 
     def __init__(
-        self, exchange: AbstractExchange, reply_to: str, *, window: int, timeout: float, service: str
+        self,
+        exchange: AbstractExchange,
+        reply_to: str,
+        *,
+        window: int,
+        timeout: float,
+        service: str,
+        user_id: str | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
@@ -39,6 +46,7 @@ class ReplyPublisher:
         self._window = window
         self._timeout = timeout
         self._service = service
+        self._user_id = user_id
         self._in_flight: set[asyncio.Task[object]] = set()
         self.returned = False
         self.sent = 0
@@ -80,7 +88,12 @@ class ReplyPublisher:
     async def _publish(self, body: bytes, request_id: str) -> object:
         result = await self._exchange.publish(
             aio_pika.Message(
-                body, content_type=CONTENT_TYPE, correlation_id=request_id, timestamp=datetime.now(UTC)
+                body,
+                content_type=CONTENT_TYPE,
+                correlation_id=request_id,
+                timestamp=datetime.now(UTC),
+                # The broker checks it against the connection's user: the coordinator knows who sent it.
+                user_id=self._user_id,
             ),
             routing_key=self._reply_to,
             mandatory=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Self
 
@@ -37,13 +38,20 @@ class Responder:
     """
 
     def __init__(
-        self, service: UsageService, channel: AbstractChannel, queue: AbstractQueue, settings: WorkerSettings
+        self,
+        service: UsageService,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
+        settings: WorkerSettings,
+        user: str = "guest",
     ) -> None:
         self.service = service
         self._channel = channel
         self._queue = queue
         self._settings = settings
         self._consumer_tag: str | None = None
+        self.user = user
+        """The broker user this service connects as: its replies carry it as ``user_id``."""
 
     @classmethod
     async def create(
@@ -71,7 +79,7 @@ class Responder:
             await channel.set_qos(prefetch_count=settings.prefetch)
             queue = await channel.declare_queue(spec.name, passive=True)
         await queue.bind(exchange, routing_key=spec.routing_key)
-        responder = cls(service, channel, queue, settings)
+        responder = cls(service, channel, queue, settings, connection_user(connection))
         responder._consumer_tag = await queue.consume(responder.on_message)
         log.info("service %s consuming %s", service.name, spec.name)
         return responder
@@ -96,7 +104,14 @@ class Responder:
                 await message.nack(requeue=True)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
-        decision = decide(message.body, message.correlation_id, self.service.name, _now())
+        decision = decide(
+            message.body,
+            message.correlation_id,
+            self.service.name,
+            _now(),
+            sender=message.user_id,
+            coordinator=self._settings.coordinator_user or self.user,
+        )
         match decision:
             case Refuse(reply=reply, why=why):
                 log.error("service %s refused a request: %s", self.service.name, why)
@@ -129,6 +144,7 @@ class Responder:
             window=self._settings.publish_window,
             timeout=self._settings.publish_timeout_seconds,
             service=self.service.name,
+            user_id=self.user,
         )
 
     async def _answer(self, request: UsageRequest, reply_to: str) -> None:
@@ -175,7 +191,7 @@ class Responder:
 
     async def _stream(self, request: UsageRequest, publisher: ReplyPublisher) -> None:
         """Send each chunk as soon as it is known not to be the last; stop if a reply is returned."""
-        chunker = Chunker(request, self._settings.chunk_size)
+        chunker = Chunker(request, self._settings.chunk_size, answer_id=uuid.uuid4().hex)
         records = usage_stream(self.service.usage(request.period))
         try:
             async for record in records:
@@ -187,6 +203,12 @@ class Responder:
             await publisher.flush()
         finally:
             await records.aclose()
+
+
+def connection_user(connection: AbstractConnection) -> str:
+    """The user name the connection logged in as (what the broker checks ``user_id`` against)."""
+    url = getattr(connection, "url", None)
+    return str(getattr(url, "user", None) or "guest")
 
 
 def _now() -> datetime:

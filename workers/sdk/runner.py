@@ -13,6 +13,7 @@ from contracts.broker import broker_unavailable, redact_url
 from workers.sdk.responder import Responder
 from workers.sdk.service import UsageService
 from workers.sdk.settings import WorkerSettings
+from workers.sdk.tls import tls_context
 
 log = logging.getLogger("reckon.worker")
 
@@ -21,7 +22,9 @@ CONNECT_ERRORS = (OSError, aio_pika.exceptions.AMQPConnectionError, asyncio.Time
 
 async def serve(service: UsageService, settings: WorkerSettings, stop: asyncio.Event) -> None:
     """Serve ``service`` until ``stop`` is set; the robust connection reconnects in between."""
-    connection = await aio_pika.connect_robust(settings.amqp_url, timeout=10)
+    connection = await aio_pika.connect_robust(
+        settings.amqp_url, timeout=10, ssl_context=tls_context(settings)
+    )
     try:
         responder = await Responder.create(connection, service, settings)
         log.info("service %s ready on %s", service.name, redact_url(settings.amqp_url))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,3 +22,12 @@ class WorkerSettings(BaseSettings):
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
     publish_window: int = Field(default=16, ge=1, le=1000)
     """How many reply chunks of one answer may await their publisher confirm at once."""
+    coordinator_user: str | None = Field(default=None, min_length=1, max_length=255)
+    """The broker user the coordinator connects as (``RECKON_COORDINATOR_USER``): only requests it
+    sent (AMQP ``user_id``, verified by the broker) are answered. None: this service's own user
+    (one user for everything, a development setup)."""
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    """For an ``amqps://`` AMQP_URL: the CA to verify the broker with (system CAs when unset) and a
+    client certificate and key (mutual TLS)."""
