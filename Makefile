@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install clean bench test-soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Reckon needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -31,6 +31,11 @@ test: lint
 # Not part of `make test`: ratios against aio-pika's RPC pattern and raw confirmed publishing, and
 # a period end to end at 10,000 and 100,000 accounts on SQLite and PostgreSQL (tens of minutes the
 # first time, while the sub-services' stores are seeded into var/bench). See docs/benchmarks.md.
+# Not part of `make test` either: 1,000 reports back to back with random faults (processes killed,
+# connections closed by the broker), then the fault summary and the coordinator's peak memory.
+test-soak: $(STAMP)
+	$(BIN)/python -m tests.soak $(SOAK_ARGS)
+
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench $(BENCH_ARGS)
 

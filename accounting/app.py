@@ -203,7 +203,8 @@ async def start_coordinator(
     topology = Topology(settings.namespace)
     store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
     try:
-        connection = await connect(settings)
+        # Named, so an operator (and the fault suite) can find it in the broker's connection list.
+        connection = await connect(settings, name=f"reckon coordinator {settings.namespace}".rstrip())
     except BaseException:
         await store.close()
         raise
@@ -242,6 +243,7 @@ async def start_coordinator(
             clock=clock,
             lease=timedelta(seconds=settings.lease_seconds),
             pricing_processes=settings.pricing_processes,
+            pricing_page_records=settings.pricing_page_records,
             max_build_attempts=settings.max_build_attempts,
             on_progress=on_progress,
             on_report=on_report,

@@ -68,7 +68,9 @@ def tls_context(
     return context
 
 
-async def connect(target: str | BrokerSettings, connect_timeout: float = 10.0) -> AbstractRobustConnection:
+async def connect(
+    target: str | BrokerSettings, connect_timeout: float = 10.0, name: str | None = None
+) -> AbstractRobustConnection:
     """A robust connection to the broker at ``target`` (a URL, or the settings, which also give the
     TLS files for an ``amqps://`` URL). A broker that does not answer raises ``BrokerUnavailable``,
     whose message names the URL without its password."""
@@ -78,7 +80,12 @@ async def connect(target: str | BrokerSettings, connect_timeout: float = 10.0) -
         url = target.amqp_url
         context = tls_context(url, target.tls_ca_file, target.tls_cert_file, target.tls_key_file)
     try:
-        return await aio_pika.connect_robust(url, timeout=connect_timeout, ssl_context=context)
+        return await aio_pika.connect_robust(
+            url,
+            timeout=connect_timeout,
+            ssl_context=context,
+            client_properties=None if name is None else {"connection_name": name},
+        )
     except ssl.SSLError as error:
         raise BrokerUnavailable(
             f"TLS to AMQP_URL={redact_url(url)} failed ({scrub(str(error), url)}): check tls_ca_file "

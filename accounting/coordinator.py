@@ -86,6 +86,7 @@ class Coordinator:
         clock: Clock = utc_now,
         lease: timedelta = DEFAULT_LEASE,
         pricing_processes: int = 0,
+        pricing_page_records: int = 20_000,
         max_build_attempts: int = 3,
         on_progress: ProgressCallback | None = None,
         on_report: Callable[[ReportRun], None] | None = None,
@@ -98,6 +99,7 @@ class Coordinator:
         self.owner = owner
         self.lease = lease
         self._pricing_processes = pricing_processes
+        self._pricing_page = pricing_page_records
         self.max_build_attempts = max_build_attempts
         self._gatherer = gatherer
         self._clock = clock
@@ -249,7 +251,9 @@ class Coordinator:
         if decided:
             await store.release(key.report_id, self._clock(), owner=owner)
             return gather, decided[0]
-        pricer = Pricer(store, self.card, owner, self._clock, processes=self._pricing_processes)
+        pricer = Pricer(
+            store, self.card, owner, self._clock, self._pricing_page, processes=self._pricing_processes
+        )
         return gather, await pricer.run(key, gather_id, record.supersedes)
 
     async def _after_failure(self, key: ReportKey, error: BaseException) -> None:

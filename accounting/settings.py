@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     """Outbox rows a relay claims and keeps in flight at once (their confirms awaited together)."""
     lease_seconds: float = Field(default=60.0, ge=3, le=3600)
     """How long a report stays with its builder without a renewal (renewed every third of it)."""
+    pricing_page_records: int = Field(default=20_000, ge=10, le=1_000_000)
+    """Records read back per pricing window (whole accounts): memory per window against queries."""
     pricing_processes: int = Field(default=2, ge=0, le=64)
     """Worker processes that normalize and price the windows of a report bigger than one window
     (0: a thread of this process). They use other cores while this one reads and writes."""

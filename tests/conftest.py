@@ -50,3 +50,11 @@ async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
     connection = await aio_pika.connect_robust(amqp_url, timeout=10)
     yield connection
     await connection.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's one line (tests/faults.py), when any fault scenario ran."""
+    from tests.faults import LEDGER
+
+    if LEDGER.scenarios:
+        terminalreporter.write_line(LEDGER.summary())

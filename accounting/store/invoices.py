@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.store import schema
-from accounting.store.engine import fence, insert_rows
+from accounting.store.engine import fence, insert_rows, refresh_statistics
 from accounting.store.reports import ACTIVE, transition
 from contracts import (
     ROUTING_INVOICE_ISSUED,
@@ -160,6 +160,7 @@ class InvoicesRepository:
                 )
             )
             await transition(connection, report_id, ReportStatus.PUBLISHING, at, reason, owner=owner)
+        await refresh_statistics(self.engine, schema.outbox, schema.invoices)
 
     async def finish_aborted(
         self,

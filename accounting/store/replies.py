@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.store import schema
-from accounting.store.engine import fence, insert_rows
+from accounting.store.engine import fence, insert_rows, refresh_statistics
 
 COLLECTING = (ReportStatus.GATHERING, ReportStatus.ABORTED)
 """A builder stores replies while gathering, and after an abort until the others are all in."""
@@ -244,7 +244,9 @@ class RepliesRepository:
             return await _gather_of(connection, report_id)
 
     async def record_units(self, gather_id: int) -> list[tuple[str, str, str, int]]:
-        """``(service, metric, unit, records)`` of every kind of record in a gather."""
+        """``(service, metric, unit, records)`` of every kind of record in a gather (read first of
+        all when pricing: the planner's statistics are refreshed for the reads that follow)."""
+        await refresh_statistics(self.engine, schema.usage_records)
         table = schema.usage_records
         async with self.engine.connect() as connection:
             rows = (

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
@@ -30,6 +31,7 @@ from accounting.store.schema import outbox
 from bench.relay import PERIOD, bodies, stage
 from contracts import Topology, report_id
 from tests.broker import rabbitmqctl
+from tests.faults import LEDGER
 from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -112,8 +114,12 @@ async def completed(store: ReportStore) -> bool:
     return record is not None and record.status is ReportStatus.COMPLETED
 
 
-def check_every_invoice_then_the_report(received: list[str]) -> Counter[str]:
+def check_every_invoice_then_the_report(received: list[str], scenario: str) -> Counter[str]:
     counts = Counter(received)
+    issued = [invoice.invoice_id for invoice in bodies(INVOICES)]
+    # What a payment service de-duplicating by invoice_id handles: each id once.
+    handled = [UUID(message_id) for message_id in set(counts) if not message_id.endswith("completed")]
+    LEDGER.record(scenario, completed=1, issued=issued, handled=handled)
     invoices = {str(invoice.invoice_id) for invoice in bodies(INVOICES)}
     assert set(counts) == invoices | {f"{REPORT}/report.completed"}
     assert received[-1] == f"{REPORT}/report.completed"
@@ -139,7 +145,7 @@ async def test_a_relay_killed_mid_window_resends_only_what_was_not_marked_sent(
             await eventually(lambda: completed(store), timeout=180)
         received = await drain(connection, name)
 
-    counts = check_every_invoice_then_the_report(received)
+    counts = check_every_invoice_then_the_report(received, "relay SIGKILLed mid-window")
     assert 0 < len(marked_before_the_kill) < INVOICES
     assert all(counts[message_id] == 1 for message_id in marked_before_the_kill)
     # Only rows in flight or confirmed-but-not-yet-marked when it died went out twice.
@@ -168,7 +174,7 @@ async def test_a_broker_restart_mid_relay_delays_the_invoices_and_loses_none(
         await asyncio.wait_for(connection.connected.wait(), 60)
         received = await drain(connection, name)
 
-    check_every_invoice_then_the_report(received)
+    check_every_invoice_then_the_report(received, "broker restarted mid-relay")
     assert "restarting" in log.read_text(errors="replace")
 
 
@@ -188,7 +194,7 @@ async def test_a_locked_store_mid_relay_delays_the_invoices_and_loses_none(
             await eventually(lambda: completed(store), timeout=240)
         received = await drain(connection, name)
 
-    check_every_invoice_then_the_report(received)
+    check_every_invoice_then_the_report(received, "store locked mid-relay")
     text = log.read_text(errors="replace")
     assert "database is locked" in text
     assert "restarting" in text
