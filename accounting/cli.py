@@ -5,30 +5,40 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import logging
 import os
-import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
 from aio_pika.abc import AbstractConnection
-from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from accounting import dlq, dlq_queue
-from accounting.app import StoreUnavailable, open_store, start_coordinator
-from accounting.broker import BrokerUnavailable, broker_user, connect
+from accounting.app import open_store, start_coordinator
+from accounting.broker import broker_user, connect
+from accounting.cli_common import (
+    ConfigOption,
+    JsonOption,
+    T,
+    card_from,
+    configure_logging,
+    console,
+    errors,
+    fail,
+    print_json,
+    run,
+    settings_from,
+    store_command,
+    until_signalled,
+)
 from accounting.coordinator import ReportRun
 from accounting.core.gather import Gather
-from accounting.core.rate_card import RateCard
 from accounting.core.report import Aborted
 from accounting.gatherer import utc_now
 from accounting.inspect import find_report, outbox_summary, report_detail, report_summary
@@ -46,10 +56,10 @@ from accounting.render import (
 from accounting.replay import ReplayRefused
 from accounting.replay import replay as replay_period
 from accounting.scheduler import close_period
-from accounting.settings import Settings, load_rate_card, load_settings
+from accounting.settings import Settings
 from accounting.store.repository import ReportStore
 from contracts import ROUTING_REPORT_ABORTED, ROUTING_REPORT_COMPLETED, InvoiceIssued, Period, Topology
-from contracts.broker import redact_url, scrub
+from contracts.broker import redact_url
 
 app = typer.Typer(
     name="reckon",
@@ -57,47 +67,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
-T = TypeVar("T")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="RECKON_CONFIG", help="TOML config file (see config/reckon.toml)."),
-]
-
-
-def fail(message: str) -> NoReturn:
-    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def settings_from(config: Path | None, **overrides: Any) -> Settings:
-    """Load settings; a bad value gives one line per problem naming the field, not a traceback."""
-    try:
-        return load_settings(config, **overrides)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors(include_url=False)
-        )
-        fail(f"configuration{f' {config}' if config else ''}: {problems}")
-    except (FileNotFoundError, ValueError) as error:
-        fail(str(error))
-
-
-def card_from(settings: Settings) -> RateCard:
-    try:
-        return load_rate_card(settings.rate_card)
-    except (FileNotFoundError, ValueError) as error:
-        fail(str(error))
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; a broker or store that does not answer gives one clear line and exit code 2."""
-    try:
-        return asyncio.run(coroutine)
-    except (BrokerUnavailable, StoreUnavailable, dlq_queue.DeadLettersMissing) as error:
-        fail(str(error))
 
 
 def month(value: str) -> Period:
@@ -112,21 +81,6 @@ def previous_month(now: datetime) -> str:
     now = now.astimezone(UTC)
     year, month_number = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
     return f"{year:04d}-{month_number:02d}"
-
-
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-
-
-async def until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
 
 
 @app.command()
@@ -317,38 +271,6 @@ def demo(
         result = run(run_demo(settings, card, billing_period, accounts, Path(workdir), console))
     if not result.ok:
         raise typer.Exit(1)
-
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
-
-
-def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
-
-
-def store_command(
-    config: Path | None, work: Callable[[ReportStore], Awaitable[T]], create: bool = False
-) -> T:
-    """Open the store named by the settings, run ``work`` on it, close it."""
-    settings = settings_from(config)
-
-    async def main() -> T:
-        store = await open_store(settings.store_url, create=create)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return run(main())
-    except FileNotFoundError as error:
-        fail(str(error))
-    except (OSError, SQLAlchemyError) as error:
-        reason = scrub(str(getattr(error, "orig", None) or error).splitlines()[0], settings.store_url)
-        fail(
-            f"store {redact_url(settings.store_url)}: {reason} "
-            "(is it a Reckon store? `reckon db upgrade` creates one)"
-        )
 
 
 reports_app = typer.Typer(help="Inspect stored reports.", no_args_is_help=True)

@@ -10,7 +10,7 @@ import pytest
 import typer
 from pydantic import ValidationError
 
-from accounting.cli import settings_from
+from accounting.cli_common import settings_from
 from accounting.settings import Settings, load_rate_card, load_settings
 from contracts import UsageRequest
 

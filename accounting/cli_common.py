@@ -1,0 +1,114 @@
+"""What every ``reckon`` command shares: consoles, options, one-line failures, the store and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
+
+from accounting import dlq_queue
+from accounting.app import StoreUnavailable, open_store
+from accounting.broker import BrokerUnavailable
+from accounting.core.rate_card import RateCard
+from accounting.settings import Settings, load_rate_card, load_settings
+from accounting.store.repository import ReportStore
+from contracts.broker import redact_url, scrub
+
+console = Console()
+errors = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="RECKON_CONFIG", help="TOML config file (see config/reckon.toml)."),
+]
+
+
+def fail(message: str) -> NoReturn:
+    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def settings_from(config: Path | None, **overrides: Any) -> Settings:
+    """Load settings; a bad value gives one line per problem naming the field, not a traceback."""
+    try:
+        return load_settings(config, **overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors(include_url=False)
+        )
+        fail(f"configuration{f' {config}' if config else ''}: {problems}")
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+
+
+def card_from(settings: Settings) -> RateCard:
+    try:
+        return load_rate_card(settings.rate_card)
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; a broker or store that does not answer gives one clear line and exit code 2."""
+    try:
+        return asyncio.run(coroutine)
+    except (BrokerUnavailable, StoreUnavailable, dlq_queue.DeadLettersMissing) as error:
+        fail(str(error))
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+async def until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def store_command(
+    config: Path | None, work: Callable[[ReportStore], Awaitable[T]], create: bool = False
+) -> T:
+    """Open the store named by the settings, run ``work`` on it, close it."""
+    settings = settings_from(config)
+
+    async def main() -> T:
+        store = await open_store(settings.store_url, create=create)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return run(main())
+    except FileNotFoundError as error:
+        fail(str(error))
+    except (OSError, SQLAlchemyError) as error:
+        reason = scrub(str(getattr(error, "orig", None) or error).splitlines()[0], settings.store_url)
+        fail(
+            f"store {redact_url(settings.store_url)}: {reason} "
+            "(is it a Reckon store? `reckon db upgrade` creates one)"
+        )
