@@ -113,19 +113,26 @@ async def declare_exchange(channel: AbstractChannel, spec: ExchangeSpec) -> Abst
 async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
     exchange = await declare_exchange(channel, spec.exchange)
     queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
-    await queue.bind(exchange, routing_key=spec.routing_key)
+    for routing_key in (spec.routing_key, *spec.also_bound):
+        await queue.bind(exchange, routing_key=routing_key)
     return queue
 
 
 async def declare_coordinator_topology(channel: AbstractChannel, topology: Topology) -> None:
-    """Every exchange, the period-closed queue, the payments queue and the dead-letter queue.
+    """Every exchange, the period-closed queue, the payment queues and the dead-letter queue.
 
-    ``payments.invoices`` is declared here, not by the payment service, so no invoice is dropped
-    before the payment service first connects. Usage queues belong to the sub-services.
+    ``payments.invoices`` and ``payments.corrections`` are declared here, not by the payment
+    service, so no invoice or credit note is dropped before the payment service first connects.
+    Usage queues belong to the sub-services.
     """
     for spec in topology.exchanges():
         await declare_exchange(channel, spec)
-    for queue in (topology.dead_letters_queue, topology.period_closed_queue, topology.payments_queue):
+    for queue in (
+        topology.dead_letters_queue,
+        topology.period_closed_queue,
+        topology.payments_queue,
+        topology.corrections_queue,
+    ):
         await declare_queue(channel, queue)
 
 
@@ -136,6 +143,7 @@ async def delete_topology(channel: AbstractChannel, topology: Topology, services
     queues = [
         topology.period_closed_queue,
         topology.payments_queue,
+        topology.corrections_queue,
         topology.dead_letters_queue,
         *(topology.usage_queue(service) for service in services),
     ]

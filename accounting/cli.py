@@ -19,21 +19,26 @@ from aio_pika.abc import AbstractConnection
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
-from accounting import dlq, dlq_queue
+from accounting import cli_documents, cli_preview, cli_reconcile, dlq, dlq_queue
 from accounting.app import open_store, start_coordinator
 from accounting.broker import broker_user, connect
 from accounting.cli_common import (
     ConfigOption,
     JsonOption,
     T,
+    announce,
+    card_file,
     card_from,
     configure_logging,
     console,
     errors,
     fail,
+    http_settings,
+    json_logs,
     print_json,
     run,
     settings_from,
+    signalled,
     store_command,
     until_signalled,
 )
@@ -85,25 +90,43 @@ def previous_month(now: datetime) -> str:
 
 @app.command()
 def coordinator(config: ConfigOption = None) -> None:
-    """Run the accounting coordinator until SIGTERM: one report per PeriodClosed."""
-    configure_logging(verbose=True)
+    """Run the accounting coordinator until SIGTERM: one report per PeriodClosed.
+
+    With RECKON_HTTP_PORT it serves /healthz, /readyz and /metrics (the server starts first, so
+    /healthz answers while the store is migrated; /readyz once everything is up).
+    """
+    from accounting import ops as operations
+    from observability.http import start_server
+
+    configure_logging(verbose=True, process="coordinator")
     settings = settings_from(config)
     try:
         settings.require_services()
     except ValueError as error:
         fail(str(error))
     card = card_from(settings)
+    http = http_settings()
 
     async def main() -> None:
-        instance = await start_coordinator(settings, card=card)
-        console.print(
-            f"coordinator ready: services {', '.join(settings.services)}, "
-            f"deadline {settings.deadline_seconds:g}s, namespace {settings.namespace or '(none)'}"
-        )
+        server = await start_server(http)
         try:
-            await until_signalled()
+            instance = await start_coordinator(settings, card=card)
+            dead_letters = None if server is None else operations.watch_coordinator(server, instance)
+            announce(
+                f"coordinator ready: services {', '.join(settings.services)}, "
+                f"deadline {settings.deadline_seconds:g}s, namespace {settings.namespace or '(none)'}"
+            )
+            try:
+                await until_signalled()
+            finally:
+                if server is not None:
+                    server.set_checks({"shutdown": operations.stopping})
+                if dead_letters is not None:
+                    await dead_letters.close()
+                await instance.close()
         finally:
-            await instance.close()
+            if server is not None:
+                await server.stop()
 
     run(main())
 
@@ -181,23 +204,34 @@ def payments(
     """Run the reference payment consumer: one payment per invoice, however often it is delivered.
 
     Each invoice is recorded in --db with its payment, in one transaction, before it is acknowledged;
-    a restart or a redelivery drops invoices already handled.
+    a restart or a redelivery drops invoices already handled. On SIGTERM it stops taking
+    invoices, gives those being handled shutdown_grace_seconds, and gives back the rest; with
+    RECKON_HTTP_PORT it serves /healthz, /readyz and /metrics.
     """
-    from accounting.payments import PaymentConsumer
-    from accounting.payments_store import SqlLedger, record_payment
+    from prometheus_client import REGISTRY
 
-    configure_logging(verbose=False)
+    from accounting.ops import GracefulPaymentConsumer, PaymentMetrics, payments_checks, stopping
+    from accounting.payments_store import SqlLedger, record_payment
+    from observability.http import start_server
+
+    configure_logging(verbose=False, process="payments")
     settings = settings_from(config, **({"payments_db": db} if db is not None else {}))
+    http = http_settings()
 
     def show(invoice: InvoiceIssued) -> None:
-        console.print(invoice_lines_table(invoice))
+        if json_logs():
+            announce(f"invoice {invoice.invoice_id} handled: {invoice.total} {invoice.currency}")
+        else:
+            console.print(invoice_lines_table(invoice))
 
     async def main() -> None:
+        stop = signalled()
+        server = await start_server(http)
         ledger = await SqlLedger.open(settings.payments_db)
         try:
             connection = await connect(settings)
             async with connection:
-                consumer = await PaymentConsumer.start(
+                consumer = await GracefulPaymentConsumer.begin_consuming(
                     connection,
                     Topology(settings.namespace),
                     show,
@@ -205,18 +239,27 @@ def payments(
                     in_transaction=record_payment,
                     publisher=settings.coordinator_user or broker_user(connection),
                 )
-                console.print(
+                counters = PaymentMetrics(consumer)
+                REGISTRY.register(counters)
+                if server is not None:
+                    server.set_checks(payments_checks(connection, consumer))
+                announce(
                     f"payment consumer waiting for invoices (Ctrl-C to stop); handled invoices in "
                     f"{settings.payments_db}: {await ledger.count()}"
                 )
-                await until_signalled()
-                await consumer.stop()
-                console.print(
+                await stop.wait()
+                if server is not None:
+                    server.set_checks({"shutdown": stopping})
+                await consumer.drain(settings.shutdown_grace_seconds)
+                REGISTRY.unregister(counters)
+                announce(
                     f"{len(consumer.invoices)} invoices handled, {consumer.duplicates} duplicates dropped, "
                     f"{consumer.failures} handler failures ({consumer.parked} parked in dead letters)"
                 )
         finally:
             await ledger.close()
+            if server is not None:
+                await server.stop()
 
     try:
         run(main())
@@ -273,10 +316,16 @@ def demo(
         raise typer.Exit(1)
 
 
-reports_app = typer.Typer(help="Inspect stored reports.", no_args_is_help=True)
+cli_preview.register(app)
+
+reports_app = typer.Typer(help="Inspect and reconcile stored reports.", no_args_is_help=True)
 app.add_typer(reports_app, name="reports")
-invoices_app = typer.Typer(help="Inspect stored invoices.", no_args_is_help=True)
+cli_reconcile.register(reports_app)
+invoices_app = typer.Typer(
+    help="Inspect stored invoices and credit notes; render them as documents.", no_args_is_help=True
+)
 app.add_typer(invoices_app, name="invoices")
+cli_documents.register(invoices_app)
 db_app = typer.Typer(help="The accounting store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -372,13 +421,30 @@ def replay(
     service: Annotated[
         list[str] | None, typer.Option("--service", "-s", help="Only this failed service (repeatable).")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replay a completed period: issue corrected invoices.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replay a completed period: credit its invoices and issue corrected ones.")
+    ] = False,
+    rate_card: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-card",
+            help="Price with this card (a TOML file, or 'current' for the configured one) instead of "
+            "the card stored with the revision being replaced.",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Rebuild PERIOD's report as a new revision (idempotent: a replay in progress is not doubled)."""
+    """Rebuild PERIOD's report as a new revision (idempotent: a replay in progress is not doubled).
+
+    The new revision is priced with the rate card of the revision it replaces, so the same replies
+    give the same invoices; --rate-card names another one.
+    """
     configure_logging(verbose=False)
     settings = settings_from(config)
     card = card_from(settings)
+    replay_card = None if rate_card in (None, "current") else card_file(Path(str(rate_card)))
+    if rate_card == "current":
+        replay_card = card
     services = tuple(service or ())
     if not services:
         try:
@@ -401,7 +467,7 @@ def replay(
             on_progress=on_progress,
         )
         try:
-            built = await replay_period(instance.coordinator, period, services, force)
+            built = await replay_period(instance.coordinator, period, services, force, replay_card)
             await instance.relay.flush()
             return built
         finally:
@@ -424,11 +490,19 @@ def replay(
 
 @app.command()
 def relay(config: ConfigOption = None) -> None:
-    """Run only the outbox relay until SIGTERM (when coordinators run with RECKON_RELAY=false)."""
-    configure_logging(verbose=True)
+    """Run only the outbox relay until SIGTERM (when coordinators run with RECKON_RELAY=false).
+
+    With RECKON_HTTP_PORT it serves /healthz, /readyz (broker, store, relay not stalled), /metrics.
+    """
+    from accounting import ops as operations
+    from observability.http import start_server
+
+    configure_logging(verbose=True, process="relay")
     settings = settings_from(config)
+    http = http_settings()
 
     async def main() -> None:
+        server = await start_server(http)
         store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
         try:
             connection = await connect(settings)
@@ -446,12 +520,19 @@ def relay(config: ConfigOption = None) -> None:
                 )
                 stop = asyncio.Event()
                 task = asyncio.create_task(outbox_relay.run(stop))
-                console.print("relay running")
+                if server is not None:
+                    server.set_checks(operations.relay_checks(connection, store, outbox_relay))
+                    operations.watch_outbox(server, store, [outbox_relay.health])
+                announce("relay running")
                 await until_signalled()
+                if server is not None:
+                    server.set_checks({"shutdown": operations.stopping})
                 stop.set()
                 await task
         finally:
             await store.close()
+            if server is not None:
+                await server.stop()
 
     run(main())
 

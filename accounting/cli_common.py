@@ -23,6 +23,8 @@ from accounting.core.rate_card import RateCard
 from accounting.settings import Settings, load_rate_card, load_settings
 from accounting.store.repository import ReportStore
 from contracts.broker import redact_url, scrub
+from observability import logs
+from observability.http import HttpSettings, HttpUnavailable
 
 console = Console()
 errors = Console(stderr=True)
@@ -53,8 +55,13 @@ def settings_from(config: Path | None, **overrides: Any) -> Settings:
 
 
 def card_from(settings: Settings) -> RateCard:
+    return card_file(settings.rate_card)
+
+
+def card_file(path: Path) -> RateCard:
+    """The rate card in ``path``; a missing or invalid card fails with one line per problem."""
     try:
-        return load_rate_card(settings.rate_card)
+        return load_rate_card(path)
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
 
@@ -63,23 +70,57 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; a broker or store that does not answer gives one clear line and exit code 2."""
     try:
         return asyncio.run(coroutine)
-    except (BrokerUnavailable, StoreUnavailable, dlq_queue.DeadLettersMissing) as error:
+    except (BrokerUnavailable, StoreUnavailable, dlq_queue.DeadLettersMissing, HttpUnavailable) as error:
         fail(str(error))
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+_log_format: list[logs.LogFormat] = ["text"]
 
 
-async def until_signalled() -> None:
+def configure_logging(verbose: bool, process: str | None = None) -> None:
+    """Text lines (default) or JSON lines (``RECKON_LOG_FORMAT=json``: INFO and above, whatever
+    ``verbose`` says, since the console lines of ``announce`` become records too)."""
+    try:
+        chosen = logs.log_format()
+    except ValueError as error:
+        fail(str(error))
+    level = logging.INFO if verbose or chosen == "json" else logging.WARNING
+    _log_format[0] = logs.configure_logging(level, process=process, fmt=chosen)
+
+
+def json_logs() -> bool:
+    """Logs are JSON lines (``RECKON_LOG_FORMAT=json``, set by ``configure_logging``)."""
+    return _log_format[0] == "json"
+
+
+def announce(message: str) -> None:
+    """A long-running command's news: a console line, or with JSON logs a record of its own, so
+    that a container's output stays one JSON object per line."""
+    if _log_format[0] == "json":
+        logging.getLogger("reckon.cli").info(message)
+    else:
+        console.print(message)
+
+
+def http_settings() -> HttpSettings:
+    """``RECKON_HTTP_PORT`` / ``RECKON_HTTP_HOST`` for the operations server; one line if invalid."""
+    try:
+        return HttpSettings.from_env()
+    except ValueError as error:
+        fail(str(error))
+
+
+def signalled() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, installed at once (before a slow start-up)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def until_signalled() -> None:
+    await signalled().wait()
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]

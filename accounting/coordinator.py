@@ -19,6 +19,7 @@ from uuid import UUID
 import aio_pika
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from accounting import metrics
 from accounting.core.gather import Gather, ServiceOutcome, ServiceState
 from accounting.core.lifecycle import ReportHistory, ReportStatus
 from accounting.core.rate_card import RateCard
@@ -36,7 +37,9 @@ from accounting.store.repository import (
     ReportStore,
     StoredReply,
 )
+from accounting.traces import report_trace
 from contracts import AbortCode, AbortReason, PeriodClosed, report_id
+from observability import logs, tracing
 
 log = logging.getLogger("reckon.coordinator")
 
@@ -123,6 +126,7 @@ class Coordinator:
                 reason=f"PeriodClosed from {event.requested_by}",
                 owner=self.owner,
                 lease_until=self._clock() + self.lease,
+                rate_card=self.card.model_dump(mode="json"),
             )
         except ReportExists:
             log.info(
@@ -164,7 +168,17 @@ class Coordinator:
         store or the broker briefly gone) leaves the report to be built again after a backoff, at
         most ``max_build_attempts`` builds in all; any other error, or the last attempt's, aborts it
         as ``internal``, naming the error. A lost lease just stops this builder.
+
+        Everything it logs carries the report id (and the trace id: the report's trace, continued
+        from PeriodClosed's ``traceparent`` when the build started from one).
         """
+        trace = report_trace(record.report_id, tracing.current())
+        with tracing.traced(trace), logs.bound(report_id=record.report_id, period_id=record.period.period_id):
+            run = await self._build_report(record)
+        metrics.report_built(run.outcome)
+        return run
+
+    async def _build_report(self, record: ReportRecord) -> ReportRun:
         key = ReportKey(record.report_id, record.revision, record.period)
         try:
             async with LeaseKeeper(self.store, key.report_id, self.owner, self.lease, self._clock) as lease:
@@ -252,9 +266,19 @@ class Coordinator:
             await store.release(key.report_id, self._clock(), owner=owner)
             return gather, decided[0]
         pricer = Pricer(
-            store, self.card, owner, self._clock, self._pricing_page, processes=self._pricing_processes
+            store,
+            self.card_of(record),
+            owner,
+            self._clock,
+            self._pricing_page,
+            processes=self._pricing_processes,
         )
         return gather, await pricer.run(key, gather_id, record.supersedes)
+
+    def card_of(self, record: ReportRecord) -> RateCard:
+        """The card fixed on the report when it was accepted or replayed (this coordinator's own
+        for a report stored before cards were fixed at acceptance)."""
+        return self.card if record.rate_card is None else RateCard.model_validate(record.rate_card)
 
     async def _after_failure(self, key: ReportKey, error: BaseException) -> None:
         """Retry the build later, or abort the report as ``internal`` (see ``build``)."""

@@ -1,9 +1,17 @@
-"""A reference payment-service consumer of ``payments.invoices``, written to be copied.
+"""A reference payment-service consumer of ``payments.invoices`` and ``payments.corrections``,
+written to be copied.
 
-Per delivery of an ``InvoiceIssued``:
+Two queues, bound deliberately: ``payments.invoices`` takes first invoices (``invoice.issued``);
+``payments.corrections`` takes what a forced replay issues, in order: the ``CreditNoteIssued``
+cancelling an invoice (``credit_note.issued``), then the corrected ``InvoiceIssued`` naming it in
+``supersedes`` (``invoice.corrected``). The account's balance adds every invoice's total and
+subtracts every credit note's, so after a correction it equals the corrected invoice. A payment
+service that binds only ``invoice.issued`` never sees a correction, and so never charges twice.
+
+Per delivery of an ``InvoiceIssued`` or ``CreditNoteIssued`` (a *document*):
 
 1. an invalid body is rejected without requeue: the broker parks it in dead letters at once;
-2. the invoice is handled and its ``invoice_id`` recorded **in one transaction** of the ledger
+2. the document is handled and its id recorded **in one transaction** of the ledger
    (``accounting.payments_store``): the id is claimed first, then the handlers run, then it
    commits. An id already recorded is a duplicate: dropped, handlers not called;
 3. only after the commit is the message acknowledged. A lost acknowledgement (crash, closed
@@ -36,6 +44,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from uuid import UUID
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
@@ -43,13 +52,21 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accounting.broker import QueueConsumer
-from accounting.payments_store import Ledger, MemoryLedger
-from contracts import DELIVERY_LIMIT, InvoiceIssued, Topology
+from accounting.payments_store import Document, Ledger, MemoryLedger, amount_owed, document_id
+from contracts import (
+    DELIVERY_LIMIT,
+    ROUTING_CREDIT_NOTE_ISSUED,
+    ROUTING_INVOICE_CORRECTED,
+    CreditNoteIssued,
+    InvoiceIssued,
+    Topology,
+)
 
 log = logging.getLogger("reckon.payments")
 
 InvoiceCallback = Callable[[InvoiceIssued], Awaitable[None] | None]
-TransactionalHandler = Callable[[InvoiceIssued, AsyncConnection], Awaitable[None]]
+CreditNoteCallback = Callable[[CreditNoteIssued], Awaitable[None] | None]
+TransactionalHandler = Callable[[Document, AsyncConnection], Awaitable[None]]
 
 
 LEDGER_RETRY_SECONDS = 1.0
@@ -72,12 +89,14 @@ def is_last_delivery(message: AbstractIncomingMessage) -> bool:
 
 
 class PaymentConsumer(QueueConsumer):
-    """Consumes ``payments.invoices``. Every invoice is handled once, however often it is delivered.
+    """Consumes ``payments.invoices`` and ``payments.corrections``. Every document is handled once,
+    however often it is delivered.
 
-    ``invoices`` holds the invoices this instance handled; ``duplicates`` the copies it dropped;
-    ``rejected`` the invalid messages it dead-lettered; ``failures`` the handler failures (each
-    redelivered); ``parked`` those of them on the last delivery the queue allows;
-    ``ledger_errors`` the deliveries given back because the ledger's database failed.
+    ``invoices`` and ``credit_notes`` hold what this instance handled; ``balances`` what each
+    (account, currency) owes from them; ``duplicates`` the copies it dropped; ``rejected`` the
+    invalid messages it dead-lettered; ``failures`` the handler failures (each redelivered);
+    ``parked`` those of them on the last delivery the queue allows; ``ledger_errors`` the
+    deliveries given back because the ledger's database failed.
     """
 
     def __init__(
@@ -88,14 +107,21 @@ class PaymentConsumer(QueueConsumer):
         ledger: Ledger | None = None,
         in_transaction: TransactionalHandler | None = None,
         publisher: str | None = None,
+        corrections: AbstractQueue | None = None,
+        on_credit_note: CreditNoteCallback | None = None,
     ) -> None:
         super().__init__(channel, queue)
         self.publisher = publisher
-        """The broker user invoices must come from (the coordinator's); None: no check."""
+        """The broker user documents must come from (the coordinator's); None: no check."""
         self._on_invoice = on_invoice
+        self._on_credit_note = on_credit_note
         self._ledger = ledger or MemoryLedger()
         self._in_transaction = in_transaction
+        self._corrections = corrections
+        self._corrections_tag: str | None = None
         self.invoices: dict[UUID, InvoiceIssued] = {}
+        self.credit_notes: dict[UUID, CreditNoteIssued] = {}
+        self.balances: dict[tuple[str, str], Decimal] = {}
         self.duplicates = 0
         self.rejected = 0
         self.failures = 0
@@ -113,21 +139,40 @@ class PaymentConsumer(QueueConsumer):
         in_transaction: TransactionalHandler | None = None,
         prefetch: int = 50,
         publisher: str | None = None,
+        on_credit_note: CreditNoteCallback | None = None,
     ) -> PaymentConsumer:
-        """Declare the topology and consume. ``in_transaction`` needs a SQL ledger."""
+        """Declare the topology and consume both queues. ``in_transaction`` needs a SQL ledger."""
         if in_transaction is not None and (ledger is None or isinstance(ledger, MemoryLedger)):
-            raise ValueError("in_transaction needs a SqlLedger: its writes commit with the invoice id")
+            raise ValueError("in_transaction needs a SqlLedger: its writes commit with the document id")
         channel, queue = await cls.open_queue(
             connection, topology, topology.payments_queue, prefetch=prefetch
         )
-        consumer = cls(channel, queue, on_invoice, ledger, in_transaction, publisher)
+        corrections = await channel.get_queue(topology.corrections_queue.name)
+        consumer = cls(
+            channel, queue, on_invoice, ledger, in_transaction, publisher, corrections, on_credit_note
+        )
         await consumer.begin()
         return consumer
+
+    async def begin(self) -> None:
+        await super().begin()
+        if self._corrections is not None:
+            self._corrections_tag = await self._corrections.consume(self.on_message)
+
+    async def stop(self) -> None:
+        if self._corrections is not None and self._corrections_tag is not None and not self.closed:
+            await self._corrections.cancel(self._corrections_tag)
+        self._corrections_tag = None
+        await super().stop()
+
+    def balance(self, account_id: str, currency: str) -> Decimal:
+        """What the account owes in ``currency`` from the documents this instance handled."""
+        return self.balances.get((account_id, currency), Decimal(0))
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         if self.publisher is not None and message.user_id != self.publisher:
             # Any broker user that may publish to the default exchange could post here: only the
-            # coordinator's invoices count (the broker verified user_id against the connection).
+            # coordinator's documents count (the broker verified user_id against the connection).
             self.rejected += 1
             log.error(
                 "rejected message %s from broker user %r: invoices come from %r (parked in dead letters)",
@@ -138,61 +183,95 @@ class PaymentConsumer(QueueConsumer):
             await message.reject(requeue=False)
             return
         try:
-            invoice = InvoiceIssued.from_json(message.body)
-        except ValidationError as error:
+            document = parse_document(message.routing_key, message.body)
+        except (ValidationError, ValueError) as error:
             self.rejected += 1
             log.error(
-                "rejected an invalid InvoiceIssued %s (parked in dead letters): %s", message.message_id, error
+                "rejected an invalid %s %s (parked in dead letters): %s",
+                message.type or "message",
+                message.message_id,
+                error,
             )
             await message.reject(requeue=False)
             return
         try:
-            handled = await self._ledger.handle_once(invoice, lambda tx: self._handle(invoice, tx))
+            handled = await self._ledger.handle_once(document, lambda tx: self._handle(document, tx))
         except HandlerFailed:
-            await self._failed(invoice, message)
+            await self._failed(document, message)
             return
         except Exception:
-            # The ledger itself (its database) failed: not the invoice's fault. Give it back after a
-            # pause, with nack, which RabbitMQ 4.3+ does not count toward the delivery limit.
+            # The ledger itself (its database) failed: not the document's fault. Give it back after
+            # a pause, with nack, which RabbitMQ 4.3+ does not count toward the delivery limit.
             self.ledger_errors += 1
-            log.exception("invoice %s: the ledger failed; delivered again later", invoice.invoice_id)
+            log.exception("%s: the ledger failed; delivered again later", describe(document))
             await asyncio.sleep(LEDGER_RETRY_SECONDS)
             await message.nack(requeue=True)
             return
         if handled:
-            self.invoices[invoice.invoice_id] = invoice
+            if isinstance(document, InvoiceIssued):
+                self.invoices[document.invoice_id] = document
+            else:
+                self.credit_notes[document.credit_note_id] = document
+            owed = (document.account_id, document.currency)
+            self.balances[owed] = self.balances.get(owed, Decimal(0)) + amount_owed(document)
         else:
             self.duplicates += 1
-            log.info("duplicate invoice %s dropped: already handled", invoice.invoice_id)
+            log.info("duplicate %s dropped: already handled", describe(document))
         await message.ack()
 
-    async def _handle(self, invoice: InvoiceIssued, tx: AsyncConnection | None) -> None:
+    async def _handle(self, document: Document, tx: AsyncConnection | None) -> None:
         try:
             if self._in_transaction is not None and tx is not None:
-                await self._in_transaction(invoice, tx)
-            result = self._on_invoice(invoice)
+                await self._in_transaction(document, tx)
+            if isinstance(document, InvoiceIssued):
+                result = self._on_invoice(document)
+            else:
+                result = None if self._on_credit_note is None else self._on_credit_note(document)
             if inspect.isawaitable(result):
                 await result
         except Exception as error:
             raise HandlerFailed(str(error)) from error
 
-    async def _failed(self, invoice: InvoiceIssued, message: AbstractIncomingMessage) -> None:
+    async def _failed(self, document: Document, message: AbstractIncomingMessage) -> None:
         self.failures += 1
         delivery = deliveries_before(message) + 1
         if is_last_delivery(message):
             self.parked += 1
             log.exception(
-                "invoice %s: handler failed on delivery %d, the last the queue allows; the broker "
-                "parks it in dead letters (fix the handler, then `reckon dlq replay %s`)",
-                invoice.invoice_id,
+                "%s: handler failed on delivery %d, the last the queue allows; the broker parks it in "
+                "dead letters (fix the handler, then `reckon dlq replay %s`)",
+                describe(document),
                 delivery,
-                invoice.invoice_id,
+                document_id(document),
             )
         else:
             log.exception(
-                "invoice %s: handler failed on delivery %d of %d; not recorded, delivered again",
-                invoice.invoice_id,
+                "%s: handler failed on delivery %d of %d; not recorded, delivered again",
+                describe(document),
                 delivery,
                 DELIVERY_LIMIT + 1,
             )
         await message.reject(requeue=True)
+
+
+def parse_document(routing_key: str | None, body: bytes) -> Document:
+    """The document a message carries, by the routing key it was published with: a credit note on
+    ``credit_note.issued``, a corrected invoice on ``invoice.corrected``, else a first invoice.
+    A correction on the first-invoice key (or a first invoice on the corrections key) is refused."""
+    if routing_key == ROUTING_CREDIT_NOTE_ISSUED:
+        return CreditNoteIssued.from_json(body)
+    invoice = InvoiceIssued.from_json(body)
+    correction = routing_key == ROUTING_INVOICE_CORRECTED
+    if correction and invoice.supersedes is None:
+        raise ValueError(f"invoice {invoice.invoice_id} on {routing_key} names no invoice it supersedes")
+    if not correction and invoice.supersedes is not None:
+        raise ValueError(
+            f"invoice {invoice.invoice_id} supersedes {invoice.supersedes} but came as a first invoice "
+            f"({routing_key}); corrections come on {ROUTING_INVOICE_CORRECTED}"
+        )
+    return invoice
+
+
+def describe(document: Document) -> str:
+    kind = "invoice" if isinstance(document, InvoiceIssued) else "credit note"
+    return f"{kind} {document_id(document)}"

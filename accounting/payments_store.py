@@ -1,6 +1,7 @@
-"""Where a payment consumer records the invoices it has handled: in memory, or durably in SQL.
+"""Where a payment consumer records the invoices and credit notes it has handled: in memory, or
+durably in SQL. Both are "documents"; a credit note's id is recorded like an invoice's.
 
-``handle_once(invoice, work)`` runs ``work`` and records the invoice id **in one transaction**:
+``handle_once(document, work)`` runs ``work`` and records the document id **in one transaction**:
 
 - the id is inserted first (``INSERT … ON CONFLICT DO NOTHING``), which takes SQLite's write lock
   or PostgreSQL's row lock at once: a second consumer handling the same invoice at the same time
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -31,7 +33,20 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, event, func, s
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from contracts import InvoiceIssued
+from contracts import CreditNoteIssued, InvoiceIssued
+
+Document = InvoiceIssued | CreditNoteIssued
+"""What a payment service is sent: an invoice (first or corrected) or a credit note."""
+
+
+def document_id(document: Document) -> UUID:
+    return document.invoice_id if isinstance(document, InvoiceIssued) else document.credit_note_id
+
+
+def amount_owed(document: Document) -> Decimal:
+    """What the document adds to the account's balance: an invoice's total, minus a credit note's."""
+    return document.total if isinstance(document, InvoiceIssued) else -document.total
+
 
 Work = Callable[[AsyncConnection | None], Awaitable[None]]
 """What handling an invoice means; given the ledger's transaction (None in memory)."""
@@ -41,7 +56,7 @@ metadata = MetaData()
 handled_invoices = Table(
     "handled_invoices",
     metadata,
-    Column("invoice_id", String(36), primary_key=True),
+    Column("invoice_id", String(36), primary_key=True),  # or a credit note's id
     Column("account_id", String(128), nullable=False),
     Column("report_id", String(36), nullable=False),
     Column("handled_at", DateTime(timezone=True), nullable=False),
@@ -56,14 +71,16 @@ payments = Table(
     Column("currency", String(3), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
-"""The example payment service's own table (see ``record_payment``)."""
+"""The example payment service's own table (see ``record_payment``): one row per document, the
+amount it adds to what the account owes (negative for a credit note; ``invoice_id`` is then the
+credit note's id)."""
 
 
 class Ledger(Protocol):
-    """The record of handled invoice ids."""
+    """The record of handled document ids."""
 
-    async def handle_once(self, invoice: InvoiceIssued, work: Work) -> bool:
-        """Run ``work`` and record the invoice as handled, atomically; False (``work`` not run)
+    async def handle_once(self, document: Document, work: Work) -> bool:
+        """Run ``work`` and record the document as handled, atomically; False (``work`` not run)
         if it was already handled. An exception from ``work`` leaves it unrecorded."""
         ...
 
@@ -78,12 +95,12 @@ class MemoryLedger:
         self.handled: set[UUID] = set()
         self._lock = asyncio.Lock()
 
-    async def handle_once(self, invoice: InvoiceIssued, work: Work) -> bool:
+    async def handle_once(self, document: Document, work: Work) -> bool:
         async with self._lock:
-            if invoice.invoice_id in self.handled:
+            if document_id(document) in self.handled:
                 return False
             await work(None)
-            self.handled.add(invoice.invoice_id)
+            self.handled.add(document_id(document))
             return True
 
     async def close(self) -> None:
@@ -130,11 +147,11 @@ class SqlLedger:
             raise
         return cls(engine)
 
-    async def handle_once(self, invoice: InvoiceIssued, work: Work) -> bool:
+    async def handle_once(self, document: Document, work: Work) -> bool:
         values = {
-            "invoice_id": str(invoice.invoice_id),
-            "account_id": invoice.account_id,
-            "report_id": str(invoice.report_id),
+            "invoice_id": str(document_id(document)),
+            "account_id": document.account_id,
+            "report_id": str(document.report_id),
             "handled_at": datetime.now(UTC),
         }
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
@@ -160,19 +177,33 @@ class SqlLedger:
                 (await connection.execute(select(func.count()).select_from(handled_invoices))).scalar_one()
             )
 
+    async def balance(self, account_id: str) -> dict[str, Decimal]:
+        """What the account owes per currency, from the rows ``record_payment`` wrote: after a
+        correction (credit note, then corrected invoice) it is what the corrected invoice says."""
+        async with self.engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(payments.c.currency, payments.c.amount).where(payments.c.account_id == account_id)
+                )
+            ).all()
+        owed: dict[str, Decimal] = {}
+        for currency, amount in rows:
+            owed[currency] = owed.get(currency, Decimal(0)) + Decimal(amount)
+        return owed
+
     async def close(self) -> None:
         await self.engine.dispose()
 
 
-async def record_payment(invoice: InvoiceIssued, tx: AsyncConnection) -> None:
-    """The example of a handler given the transaction: the payment row commits with the invoice id,
-    so each invoice makes exactly one payment."""
+async def record_payment(document: Document, tx: AsyncConnection) -> None:
+    """The example of a handler given the transaction: the row commits with the document id, so
+    each invoice charges, and each credit note refunds, exactly once."""
     await tx.execute(
         payments.insert().values(
-            invoice_id=str(invoice.invoice_id),
-            account_id=invoice.account_id,
-            amount=str(invoice.total),
-            currency=invoice.currency,
+            invoice_id=str(document_id(document)),
+            account_id=document.account_id,
+            amount=str(amount_owed(document)),
+            currency=document.currency,
             created_at=datetime.now(UTC),
         )
     )

@@ -29,7 +29,8 @@ from accounting.core.lifecycle import ReportStatus
 from accounting.core.normalizer import Converter
 from accounting.core.rate_card import RateCard
 from accounting.core.report import ReportKey, ReportOutcome, aborted, completed
-from accounting.store.repository import ReportStore, StagedInvoice
+from accounting.store.repository import ReportStore, StagedCreditNote, StagedInvoice
+from contracts import InvoiceIssued
 
 log = logging.getLogger("reckon.pricer")
 
@@ -92,9 +93,12 @@ class Pricer:
         await self._move(key, ReportStatus.PRICING, f"{records} records")
         await store.clear_staged(key.report_id, owner)
         times = StageTimes()
-        invoices, total = await self._price_windows(key, gather_id, supersedes, converter, times)
+        invoices, credit_notes, total = await self._price_windows(
+            key, gather_id, supersedes, converter, times
+        )
         outcome = completed(key, card, invoices=invoices, total=total, records=records)
-        summary = f"{invoices} invoices, total {outcome.report.total} {card.currency} ({times})"
+        credited = f", {credit_notes} credit notes" if credit_notes else ""
+        summary = f"{invoices} invoices{credited}, total {outcome.report.total} {card.currency} ({times})"
         await store.finish_completed(
             key.report_id,
             outcome.report,
@@ -113,14 +117,15 @@ class Pricer:
         supersedes: UUID | None,
         converter: Converter,
         times: StageTimes,
-    ) -> tuple[int, Decimal]:
-        """Price every window and stage its invoices; return how many and their exact total.
+    ) -> tuple[int, int, Decimal]:
+        """Price every window and stage it; return how many invoices and credit notes, and the
+        invoices' exact total.
 
         A pipeline: windows are read one after another and handed to the pricing workers (one
         more than there are workers, so the next one is ready when a worker frees up), and each
         priced window is written while the following ones are priced.
         """
-        invoices, total = 0, Decimal(0)
+        invoices, credit_notes, total = 0, 0, Decimal(0)
         pricing: deque[asyncio.Task[PricedWindow]] = deque()
         staging: asyncio.Task[None] | None = None
         after: str | None = ""
@@ -142,10 +147,11 @@ class Pricer:
                 staging = asyncio.create_task(self._stage(key, window, times))
                 times.windows += 1
                 invoices += len(window.invoices)
+                credit_notes += len(window.credit_notes)
                 total += window.total
             if staging is not None:
                 await staging
-            return invoices, total
+            return invoices, credit_notes, total
         finally:
             for task in (*pricing, staging):
                 if task is not None and not task.done():
@@ -168,11 +174,13 @@ class Pricer:
 
     async def _read(
         self, gather_id: int, after: str, supersedes: UUID | None, times: StageTimes
-    ) -> tuple[list[UsageRow], dict[str, UUID], str | None]:
+    ) -> tuple[list[UsageRow], dict[str, InvoiceIssued], str | None]:
         """The next window's records and the superseded invoices of its accounts."""
         started = time.perf_counter()
         rows, upto = await self._window(gather_id, after)
-        superseded = {} if supersedes is None else await self._store.invoice_refs(supersedes, after, upto)
+        superseded = (
+            {} if supersedes is None else await self._store.superseded_invoices(supersedes, after, upto)
+        )
         times.read += time.perf_counter() - started
         return rows, superseded, upto
 
@@ -190,7 +198,7 @@ class Pricer:
         return rows[:cut], rows[cut - 1][0]
 
     async def _stage(self, key: ReportKey, window: PricedWindow, times: StageTimes) -> None:
-        if not window.invoices:
+        if not window.invoices and not window.credit_notes:
             return
         started = time.perf_counter()
         await self._store.stage_invoices(
@@ -208,6 +216,17 @@ class Pricer:
                     body=invoice.body,
                 )
                 for invoice in window.invoices
+            ],
+            credit_notes=[
+                StagedCreditNote(
+                    credit_note_id=note.credit_note_id,
+                    account_id=note.account_id,
+                    credits=note.credits,
+                    currency=note.currency,
+                    total=str(note.total),
+                    body=note.body,
+                )
+                for note in window.credit_notes
             ],
             at=self._clock(),
         )

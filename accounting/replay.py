@@ -2,16 +2,20 @@
 
 ``replay(period)`` asks every configured service again; ``replay(period, services=[S])`` asks only
 S and reuses the stored good replies of the others. A completed period is replayed only with
-``force``, and then issues corrected invoices that name the invoices they supersede.
+``force``, and then cancels each invoice it issued with a credit note and issues the corrected
+invoice. A replay prices with the rate card stored with the revision it replaces, so replaying the
+same replies reproduces the same invoices, unless the operator names another card.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from accounting.coordinator import Coordinator, ReportRun
 from accounting.core.gather import ServiceState
 from accounting.core.lifecycle import ReportStatus
+from accounting.core.rate_card import RateCard
 from accounting.gatherer import utc_now
 from accounting.store.repository import ACTIVE, ReportExists, ReportRecord
 from contracts import report_id
@@ -22,9 +26,14 @@ class ReplayRefused(Exception):
 
 
 async def plan_replay(
-    coordinator: Coordinator, period_id: str, services: Sequence[str] = (), force: bool = False
+    coordinator: Coordinator,
+    period_id: str,
+    services: Sequence[str] = (),
+    force: bool = False,
+    card: RateCard | None = None,
 ) -> ReportRecord:
-    """Check the replay against the stored report and commit its new revision (PENDING)."""
+    """Check the replay against the stored report and commit its new revision (PENDING), with the
+    card it is priced with: ``card`` if given, else the one stored with the revision it replaces."""
     store = coordinator.store
     latest = await store.latest(period_id)
     if latest is None:
@@ -73,6 +82,7 @@ async def plan_replay(
             lease_until=now + coordinator.lease,
             carried_from=carried_from,
             supersedes=None if completed is None else completed.report_id,
+            rate_card=_replay_card(coordinator, latest, completed, card),
         )
     except ReportExists:
         raise ReplayRefused(
@@ -81,14 +91,31 @@ async def plan_replay(
 
 
 async def replay(
-    coordinator: Coordinator, period_id: str, services: Sequence[str] = (), force: bool = False
+    coordinator: Coordinator,
+    period_id: str,
+    services: Sequence[str] = (),
+    force: bool = False,
+    card: RateCard | None = None,
 ) -> ReportRun:
     """Plan and build the new revision; first finish a revision that its builder abandoned
     (a replay or coordinator that died), which is what the operator is waiting for."""
     abandoned = await coordinator.claim_abandoned(period_id)
     if abandoned:
         return await coordinator.build(abandoned[0])
-    return await coordinator.build(await plan_replay(coordinator, period_id, services, force))
+    return await coordinator.build(await plan_replay(coordinator, period_id, services, force, card))
+
+
+def _replay_card(
+    coordinator: Coordinator, latest: ReportRecord, completed: ReportRecord | None, card: RateCard | None
+) -> dict[str, Any]:
+    """The operator's card, else the replaced revision's, else the last issued one's (a revision
+    stored before cards were fixed at acceptance has none), else the coordinator's."""
+    if card is not None:
+        return card.model_dump(mode="json")
+    for record in (latest, completed):
+        if record is not None and record.rate_card is not None:
+            return record.rate_card
+    return coordinator.card.model_dump(mode="json")
 
 
 async def _failed_services(

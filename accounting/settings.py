@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     store_url: str = "sqlite+aiosqlite:///var/reckon.sqlite3"
     """SQLAlchemy async URL: ``sqlite+aiosqlite:///file`` by default, ``postgresql+asyncpg://user@host/db``
     in production; no other driver."""
+    preview_store_url: str | None = None
+    """Where ``reckon preview`` keeps its previews, apart from the period's reports. Unset: a SQLite
+    file beside a SQLite ``store_url`` (``reckon.sqlite3`` → ``reckon-previews.sqlite3``); with
+    PostgreSQL, name a database of its own."""
     relay: bool = True
     """Relay the outbox from this process; false when a separate ``reckon relay`` does it."""
     relay_poll_seconds: float = Field(default=1.0, ge=0.01, le=60)
@@ -165,9 +169,11 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return value
 
-    @field_validator("store_url")
+    @field_validator("store_url", "preview_store_url")
     @classmethod
-    def _valid_store_url(cls, value: str) -> str:
+    def _valid_store_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         problem = store_url_problem(value)
         if problem is not None:
             raise ValueError(problem)

@@ -72,6 +72,7 @@ def bodies(count: int) -> list[InvoiceIssued]:
             lines=lines,
             subtotal=Decimal("113.60"),
             total=Decimal("113.60"),
+            rate_card="sha256:" + "0" * 64,
         )
         for number in range(count)
     ]

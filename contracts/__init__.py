@@ -1,10 +1,11 @@
 """Reckon's message contracts and queue topology. No I/O lives here."""
 
-from contracts.ids import invoice_id, report_id
+from contracts.ids import credit_note_id, invoice_id, report_id
 from contracts.messages import (
     AbortCode,
     AbortReason,
     Chunk,
+    CreditNoteIssued,
     ErrorCode,
     InvoiceIssued,
     InvoiceLine,
@@ -21,6 +22,8 @@ from contracts.period import Period, seconds_between
 from contracts.topology import (
     CONTENT_TYPE,
     DELIVERY_LIMIT,
+    ROUTING_CREDIT_NOTE_ISSUED,
+    ROUTING_INVOICE_CORRECTED,
     ROUTING_INVOICE_ISSUED,
     ROUTING_PERIOD_CLOSED,
     ROUTING_REPORT_ABORTED,
@@ -35,6 +38,8 @@ from contracts.types import SCHEMA_VERSION, DecimalString, UtcDatetime
 __all__ = [
     "CONTENT_TYPE",
     "DELIVERY_LIMIT",
+    "ROUTING_CREDIT_NOTE_ISSUED",
+    "ROUTING_INVOICE_CORRECTED",
     "ROUTING_INVOICE_ISSUED",
     "ROUTING_PERIOD_CLOSED",
     "ROUTING_REPORT_ABORTED",
@@ -43,6 +48,7 @@ __all__ = [
     "AbortCode",
     "AbortReason",
     "Chunk",
+    "CreditNoteIssued",
     "DecimalString",
     "ErrorCode",
     "ExchangeKind",
@@ -61,6 +67,7 @@ __all__ = [
     "UsageReply",
     "UsageRequest",
     "UtcDatetime",
+    "credit_note_id",
     "invoice_id",
     "report_id",
     "seconds_between",

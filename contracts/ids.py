@@ -13,3 +13,8 @@ def report_id(period_id: str, revision: int) -> UUID:
 
 def invoice_id(account_id: str, period_id: str, revision: int) -> UUID:
     return uuid5(RECKON_NAMESPACE, f"invoice/{period_id}/{revision}/{account_id}")
+
+
+def credit_note_id(account_id: str, period_id: str, revision: int) -> UUID:
+    """The credit note a revision issues for an account's superseded invoice."""
+    return uuid5(RECKON_NAMESPACE, f"credit-note/{period_id}/{revision}/{account_id}")

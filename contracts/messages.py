@@ -177,8 +177,19 @@ class InvoiceLine(Part):
 
 
 class InvoiceIssued(Message):
-    """One account's invoice for one report revision; ``invoice_id`` is deterministic."""
+    """One account's invoice for one report revision; ``invoice_id`` is deterministic.
 
+    2.0 (from 1.1): a corrected invoice (``supersedes`` set) is sent only on ``invoice.corrected``,
+    after the ``CreditNoteIssued`` that cancels the invoice it corrects; first invoices go on
+    ``invoice.issued`` with ``supersedes`` null. In 1.1 ``supersedes`` was an optional field that a
+    1.0 reader ignored, so it counted a correction as a second charge: a field that changes what is
+    owed cannot be one an old reader may skip, hence the major version (a 1.x reader refuses 2.0
+    instead of misreading it). 2.0 also names the ``rate_card`` (its fingerprint) that priced it.
+    """
+
+    VERSION: ClassVar[str] = "2.0"
+
+    schema_version: str = "2.0"
     invoice_id: UUID
     report_id: UUID
     revision: int = Field(ge=1)
@@ -189,7 +200,38 @@ class InvoiceIssued(Message):
     subtotal: DecimalString
     total: DecimalString
     supersedes: UUID | None = None
-    """The invoice this one corrects (a forced replay of a completed period); added in 1.1."""
+    """The invoice this one corrects (a forced replay of a completed period), already cancelled by
+    a credit note sent before it; None on a first invoice."""
+    rate_card: str = Field(min_length=1, max_length=80)
+    """Fingerprint of the rate card that priced it (``sha256:…``): same card, same invoice."""
+
+
+class CreditNoteIssued(Message):
+    """Cancels an invoice that a later revision of its period corrects (a forced replay).
+
+    The payment service applies it before the corrected invoice (an ``InvoiceIssued`` naming the
+    same invoice in ``supersedes``): after both, the account owes what the corrected invoice says.
+    Both travel on routing keys of their own (``credit_note.issued``, ``invoice.corrected``) that a
+    payment service binds deliberately, so a reader that knows only ``InvoiceIssued`` on
+    ``invoice.issued`` can never take a correction for a new charge. ``total`` is the amount
+    credited, positive: the credited invoice's total; ``lines`` are its lines.
+    """
+
+    VERSION: ClassVar[str] = "1.0"
+
+    schema_version: str = "1.0"
+    credit_note_id: UUID
+    credits: UUID
+    """The invoice this credit note cancels."""
+    report_id: UUID
+    """The revision that issued it (and the corrected invoice)."""
+    revision: int = Field(ge=1)
+    account_id: str
+    period: Period
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    lines: tuple[InvoiceLine, ...]
+    subtotal: DecimalString
+    total: DecimalString
 
 
 class ReportCompleted(Message):

@@ -5,12 +5,14 @@ Pure data. The code that owns a queue declares it from these specs at start-up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 ROUTING_PERIOD_CLOSED = "period.closed"
 ROUTING_INVOICE_ISSUED = "invoice.issued"
+ROUTING_CREDIT_NOTE_ISSUED = "credit_note.issued"
+ROUTING_INVOICE_CORRECTED = "invoice.corrected"
 ROUTING_REPORT_COMPLETED = "report.completed"
 ROUTING_REPORT_ABORTED = "report.aborted"
 CONTENT_TYPE = "application/json"
@@ -36,6 +38,8 @@ class QueueSpec:
     exchange: ExchangeSpec
     routing_key: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    also_bound: tuple[str, ...] = ()
+    """More routing keys the queue is bound to on the same exchange."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,14 @@ class Topology:
 
     @property
     def payments_queue(self) -> QueueSpec:
+        """First invoices only (``invoice.issued``): what every payment service understands."""
         return self._quorum("payments.invoices", self.invoices, ROUTING_INVOICE_ISSUED)
+
+    @property
+    def corrections_queue(self) -> QueueSpec:
+        """Credit notes and corrected invoices, in the order they must be applied."""
+        spec = self._quorum("payments.corrections", self.invoices, ROUTING_CREDIT_NOTE_ISSUED)
+        return replace(spec, also_bound=(ROUTING_INVOICE_CORRECTED,))
 
     def usage_queue(self, service: str) -> QueueSpec:
         """A durable **classic** queue: a request is worth nothing once its gather ended (it expires

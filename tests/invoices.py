@@ -28,4 +28,5 @@ def sample_invoice(account: str, period: str = "2026-10", total: str = "23.81") 
         ),
         subtotal=amount,
         total=amount,
+        rate_card="sha256:" + "0" * 64,
     )

@@ -1,5 +1,6 @@
 """Pricing a report a window of accounts at a time: the streamed path from stored records to
-invoice bodies, with the same normalizer, pricing and corrections as a report held in memory.
+invoice and credit-note bodies, with the same normalizer, pricing and corrections as a report held
+in memory.
 
 Pure: the shell reads a window of records (sorted by account) and the superseded invoices of the
 same accounts from the store, calls ``price_window`` (off the event loop), and writes the result.
@@ -14,8 +15,8 @@ from itertools import groupby
 from operator import itemgetter
 from uuid import UUID
 
-from accounting.core.corrections import empty_correction
-from accounting.core.invoices import invoice_for
+from accounting.core.corrections import credit_note_for, empty_correction
+from accounting.core.invoices import invoice_for, issued
 from accounting.core.normalizer import Converter
 from accounting.core.rate_card import RateCard
 from accounting.core.report import ReportKey
@@ -37,8 +38,21 @@ class PricedInvoice:
 
 
 @dataclass(frozen=True)
+class PricedCreditNote:
+    """A credit note cancelling a superseded invoice, sent before the invoice that corrects it."""
+
+    credit_note_id: UUID
+    account_id: str
+    credits: UUID
+    currency: str
+    total: Decimal
+    body: str
+
+
+@dataclass(frozen=True)
 class PricedWindow:
     invoices: tuple[PricedInvoice, ...]
+    credit_notes: tuple[PricedCreditNote, ...]
     total: Decimal
     """The exact sum of the window's invoice totals (each already rounded)."""
     records: int
@@ -50,7 +64,7 @@ def converter_for(key: ReportKey, card: RateCard) -> Converter:
 
 def price_window(
     rows: Sequence[UsageRow],
-    superseded: Mapping[str, UUID],
+    superseded: Mapping[str, InvoiceIssued],
     *,
     key: ReportKey,
     card: RateCard,
@@ -58,9 +72,10 @@ def price_window(
 ) -> PricedWindow:
     """Invoices of every account in ``rows`` (sorted by account) and in ``superseded``.
 
-    ``superseded`` maps the accounts of this window to the invoice of the revision being corrected:
-    each new invoice names it, and an account with no usage now gets an empty correction. Every
-    row's (metric, unit) must convert (the caller checked ``Converter.problems`` for the report).
+    ``superseded`` maps the accounts of this window to their invoice in the revision being
+    corrected: each gets a credit note cancelling it, the new invoice names it, and an account with
+    no usage now gets an empty correction. Zero-total invoices follow the card's ``zero_total``.
+    Every row's (metric, unit) must convert (the caller checked ``Converter.problems``).
     """
     invoices: dict[str, InvoiceIssued] = {}
     for account, records in groupby(rows, key=itemgetter(0)):
@@ -74,12 +89,17 @@ def price_window(
             revision=key.revision,
             period=key.period,
             card=card,
-            supersedes=superseded.get(account),
+            supersedes=None if account not in superseded else superseded[account].invoice_id,
         )
     for account, old in superseded.items():
         if account not in invoices:
             invoices[account] = empty_correction(
-                account, old, report_id=key.report_id, revision=key.revision, period=key.period, card=card
+                account,
+                old.invoice_id,
+                report_id=key.report_id,
+                revision=key.revision,
+                period=key.period,
+                card=card,
             )
     priced = tuple(
         PricedInvoice(
@@ -90,7 +110,23 @@ def price_window(
             body=invoice.model_dump_json(),
         )
         for account, invoice in sorted(invoices.items())
+        if issued(invoice, card)
+    )
+    credit_notes = tuple(
+        PricedCreditNote(
+            credit_note_id=note.credit_note_id,
+            account_id=account,
+            credits=note.credits,
+            currency=note.currency,
+            total=note.total,
+            body=note.model_dump_json(),
+        )
+        for account, old in sorted(superseded.items())
+        for note in (credit_note_for(old, report_id=key.report_id, revision=key.revision),)
     )
     return PricedWindow(
-        invoices=priced, total=sum((invoice.total for invoice in priced), Decimal(0)), records=len(rows)
+        invoices=priced,
+        credit_notes=credit_notes,
+        total=sum((invoice.total for invoice in priced), Decimal(0)),
+        records=len(rows),
     )

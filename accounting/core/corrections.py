@@ -1,4 +1,5 @@
-"""Corrected invoices: a forced replay of a completed period supersedes what was issued before."""
+"""Corrections: a forced replay of a completed period cancels each invoice it issued before with a
+credit note, then issues the corrected invoice naming the one it supersedes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from accounting.core.rate_card import RateCard
-from contracts import InvoiceIssued, Period, invoice_id
+from contracts import CreditNoteIssued, InvoiceIssued, Period, credit_note_id, invoice_id
 
 
 def supersede(
@@ -42,6 +43,22 @@ def supersede(
     return tuple(sorted(corrected, key=lambda invoice: invoice.account_id))
 
 
+def credit_note_for(credited: InvoiceIssued, *, report_id: UUID, revision: int) -> CreditNoteIssued:
+    """The credit note with which ``revision`` cancels ``credited`` in full: its lines and total."""
+    return CreditNoteIssued(
+        credit_note_id=credit_note_id(credited.account_id, credited.period.period_id, revision),
+        credits=credited.invoice_id,
+        report_id=report_id,
+        revision=revision,
+        account_id=credited.account_id,
+        period=credited.period,
+        currency=credited.currency,
+        lines=credited.lines,
+        subtotal=credited.subtotal,
+        total=credited.total,
+    )
+
+
 def empty_correction(
     account: str, superseded: UUID, *, report_id: UUID, revision: int, period: Period, card: RateCard
 ) -> InvoiceIssued:
@@ -59,5 +76,6 @@ def empty_correction(
             "subtotal": zero,
             "total": zero,
             "supersedes": superseded,
+            "rate_card": card.fingerprint,
         }
     )

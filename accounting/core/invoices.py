@@ -66,7 +66,7 @@ def build_invoices(
         usage_by_account[account].append(
             BillableUsage(account_id=account, item=item_key, quantity=quantity, unit=units[account, item_key])
         )
-    invoices = tuple(
+    priced = (
         invoice_for(
             account,
             usage_by_account.get(account, ()),
@@ -77,8 +77,15 @@ def build_invoices(
         )
         for account in sorted(everyone)
     )
+    invoices = tuple(invoice for invoice in priced if issued(invoice, card))
     total = card.round_money(sum((invoice.total for invoice in invoices), Decimal(0)))
     return InvoiceBatch(invoices=invoices, currency=card.currency, total=total)
+
+
+def issued(invoice: InvoiceIssued, card: RateCard) -> bool:
+    """The card's ``zero_total`` policy: ``skip`` issues no invoice whose total is zero, unless it
+    corrects one (the account must learn that it owes nothing now)."""
+    return card.zero_total == "issue" or invoice.total != 0 or invoice.supersedes is not None
 
 
 def invoice_for(
@@ -112,6 +119,7 @@ def invoice_for(
         subtotal=subtotal,
         total=subtotal,
         supersedes=supersedes,
+        rate_card=card.fingerprint,
     )
 
 

@@ -1,7 +1,9 @@
 """Pricing: one account's billable usage of one item → invoice lines.
 
 Quantities and prices are exact ``Decimal``; the only rounding is ``RateCard.round_money`` on each
-line's amount (line-level rounding).
+line's amount (line-level rounding). Every line's quantity is printed with the normalizer's
+``QUANTITY_PLACES`` (``1000.000000`` beside ``9000.000000``), except a package line's, which counts
+packages.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 
 from accounting.core.rate_card import Graduated, Item, Package, PerUnit, RateCard, Tier, Volume
-from accounting.core.usage import BillableUsage
+from accounting.core.usage import QUANTITY_PLACES, BillableUsage
 from contracts import InvoiceLine
 
 # Sums, differences and products of the card's decimals are exact at this precision; should one
@@ -33,15 +35,15 @@ def price_usage(usage: BillableUsage, item_key: str, item: Item, card: RateCard)
         )
     price = item.price
     if isinstance(price, PerUnit):
-        return [_line(item_key, item, card, None, usage.quantity, item.unit, price.unit_price)]
+        return [_line(item_key, item, card, None, _places(usage.quantity), item.unit, price.unit_price)]
     if isinstance(price, Graduated):
         return [
-            _line(item_key, item, card, tier, quantity, item.unit, unit_price)
+            _line(item_key, item, card, tier, _places(quantity), item.unit, unit_price)
             for tier, quantity, unit_price in graduated_split(usage.quantity, price.tiers)
         ]
     if isinstance(price, Volume):
         tier, unit_price = volume_tier(usage.quantity, price.tiers)
-        return [_line(item_key, item, card, tier, usage.quantity, item.unit, unit_price)]
+        return [_line(item_key, item, card, tier, _places(usage.quantity), item.unit, unit_price)]
     return [_package_line(usage, item_key, item, card, price)]
 
 
@@ -71,6 +73,15 @@ def volume_tier(quantity: Decimal, tiers: list[Tier]) -> tuple[int, Decimal]:
         if tier.up_to is None or quantity <= tier.up_to:
             return number, tier.unit_price
     raise ValueError("the last tier must be unbounded")  # the rate card guarantees it
+
+
+def _places(quantity: Decimal) -> Decimal:
+    """``quantity`` written with exactly ``QUANTITY_PLACES``; raises ``Inexact`` rather than round.
+
+    The normalizer already rounded it to those places, and the rate card refuses a tier bound finer
+    than them, so only a caller's unrounded quantity can raise.
+    """
+    return _EXACT.quantize(quantity, QUANTITY_PLACES)
 
 
 def _package_line(

@@ -4,22 +4,42 @@ Pure data parsed from a TOML *string*; reading the file is the caller's business
 forbids unknown keys, so a typo in the card fails loudly instead of being ignored. Money and
 quantities are exact ``Decimal``: in TOML they are written as strings (``"0.0320"``), and a TOML
 float is refused because it has already lost exactness by the time it is parsed.
+
+The currency must be a current ISO 4217 code (``current_currencies``), and ``minor_units``
+defaults to that currency's, both from babel's copy of CLDR's currency data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from collections.abc import Mapping
+from datetime import date
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
+from fractions import Fraction
 from functools import cache
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from babel.core import get_global
+from babel.numbers import get_currency_precision, get_territory_currencies
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from accounting.core.usage import QUANTITY_PLACES
 from contracts import DecimalString
 
 Rounding = Literal["half_even", "half_up"]
 ByteBase = Literal["decimal", "binary"]
+ZeroTotal = Literal["issue", "skip"]
 
 _ROUNDING_MODES: Mapping[Rounding, str] = {"half_even": ROUND_HALF_EVEN, "half_up": ROUND_HALF_UP}
 
@@ -31,15 +51,49 @@ def _non_negative(value: Decimal) -> Decimal:
     return value.copy_abs() if value == 0 else value
 
 
+@cache
+def current_currencies() -> frozenset[str]:
+    """The ISO 4217 codes a card may use: legal tender in some territory, by babel's CLDR data.
+
+    That is every currency some territory uses with no end date. ``babel.numbers.list_currencies()``
+    is not the test: it also knows withdrawn codes (DEM, HRK) that no invoice should carry. Fund,
+    metal and test codes (CLF, XAU, XTS, XXX) are not legal tender and are refused too. The answer
+    depends only on the installed babel's data, not on today's date, so a stored card that was
+    valid reads back valid with the same babel.
+    """
+    return frozenset(
+        detail["currency"]
+        for territory in get_global("territory_currencies")
+        for detail in get_territory_currencies(territory, date.min, date.max, include_details=True)
+        if detail["to"] is None
+    )
+
+
+def iso_minor_units(currency: str) -> int:
+    """The currency's minor units (EUR 2, JPY 0, BHD 3), from babel's CLDR currency data.
+
+    CLDR follows ISO 4217 except for a few currencies whose fractions are not used in practice,
+    where it records 0 (IQD, RSD, YER…): a card in one of those must say 0.
+    """
+    return get_currency_precision(currency)
+
+
 def _currency_code(value: str) -> str:
-    if len(value) != 3 or not value.isascii() or not value.isalpha() or not value.isupper():
-        raise ValueError(f"must be an ISO 4217 code of 3 uppercase letters such as 'EUR', got {value!r}")
+    if value not in current_currencies():
+        raise ValueError(f"{value!r} is not a current ISO 4217 currency code such as 'EUR'")
     return value
 
 
 def _positive(value: Decimal) -> Decimal:
     if value <= 0:
         raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _quantity_places(value: Decimal) -> Decimal:
+    # A bound finer than the invoice's quantities would split them into lines it cannot print.
+    if (Fraction(value) / Fraction(QUANTITY_PLACES)).denominator != 1:
+        raise ValueError(f"must be a multiple of {QUANTITY_PLACES} (quantities' precision), got {value:f}")
     return value
 
 
@@ -56,7 +110,7 @@ class _Strict(BaseModel):
 class Tier(_Strict):
     """One tier: units up to and including ``up_to`` (``None``: unbounded, last tier only)."""
 
-    up_to: PositiveDecimal | None = None
+    up_to: Annotated[PositiveDecimal, AfterValidator(_quantity_places)] | None = None
     unit_price: Price
 
 
@@ -137,13 +191,43 @@ class RateCardError(ValueError):
 
 
 class RateCard(_Strict):
-    """Currency, rounding rule and the price of every billable item."""
+    """Currency, rounding rule and the price of every billable item.
+
+    ``minor_units`` may be left out of the card: it is then the currency's (``iso_minor_units``);
+    stated, it must be that number. After validation it is always set, so a card dumped and read
+    back (``model_dump(mode="json")``) is equal to the original and has the same ``fingerprint``.
+    ``zero_total`` says what happens to an invoice whose total is zero: ``issue`` it, or ``skip``
+    it (the billing code applies it).
+    """
 
     currency: Annotated[str, AfterValidator(_currency_code)]
     minor_units: int = Field(ge=0, le=4, strict=True)
     rounding: Rounding = "half_even"
     byte_base: ByteBase = "decimal"
+    zero_total: ZeroTotal = "issue"
     items: dict[Annotated[str, Field(min_length=1, max_length=64)], Item] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_minor_units(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or "minor_units" in data:
+            return data
+        currency = data.get("currency")
+        if isinstance(currency, str) and currency in current_currencies():
+            return {**data, "minor_units": iso_minor_units(currency)}
+        # The card is refused for its currency; 0 only keeps minor_units, which may be left out,
+        # from being reported missing as well.
+        return {**data, "minor_units": 0}
+
+    @field_validator("minor_units")
+    @classmethod
+    def _minor_units_of_the_currency(cls, value: int, info: ValidationInfo) -> int:
+        currency = info.data.get("currency")  # absent when the currency itself was refused
+        if currency is not None and value != (iso := iso_minor_units(currency)):
+            raise ValueError(
+                f"{currency} has {iso} minor units in ISO 4217 (as CLDR records it), the card says {value}"
+            )
+        return value
 
     @classmethod
     def from_toml(cls, text: str) -> Self:
@@ -161,6 +245,13 @@ class RateCard(_Strict):
     def minor_unit(self) -> Decimal:
         """The smallest amount of the currency: ``Decimal("0.01")`` for 2 minor units, ``1`` for 0."""
         return _minor_unit(self.minor_units)
+
+    @property
+    def fingerprint(self) -> str:
+        """``sha256:`` and the hex digest of the card's canonical JSON: equal for two cards that
+        price identically (``minor_units`` left out or stated), different when any price changes."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def billable_units(self) -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""A report's invoices and the events that finish it, written with their outbox rows.
+"""A report's invoices, credit notes and the events that finish it, written with their outbox rows.
 
-Invoices are written in batches while a report is priced, with outbox rows the relay cannot see
-yet (``ready`` false); the transaction that moves the report to PUBLISHING makes them all visible
+Invoices (and, in a forced replay, the credit notes cancelling what they correct) are written in
+batches while a report is priced, with outbox rows the relay cannot see yet (``ready`` false); the
+transaction that moves the report to PUBLISHING makes them all visible
 at once, with the report's own event (``final``) after them. So a report's invoices go out all or
 none, and an aborted report never has any.
 """
@@ -22,9 +23,12 @@ from accounting.store import schema
 from accounting.store.engine import fence, insert_rows, refresh_statistics
 from accounting.store.reports import ACTIVE, transition
 from contracts import (
+    ROUTING_CREDIT_NOTE_ISSUED,
+    ROUTING_INVOICE_CORRECTED,
     ROUTING_INVOICE_ISSUED,
     ROUTING_REPORT_ABORTED,
     ROUTING_REPORT_COMPLETED,
+    CreditNoteIssued,
     InvoiceIssued,
     Message,
     ReportAborted,
@@ -46,6 +50,29 @@ class StagedInvoice:
     body: str
 
 
+@dataclass(frozen=True)
+class StagedCreditNote:
+    """A credit note cancelling the invoice ``credits``; relayed before the invoice correcting it."""
+
+    credit_note_id: UUID
+    account_id: str
+    credits: UUID
+    currency: str
+    total: str
+    body: str
+
+
+_CREDIT_NOTE_COLUMNS = (
+    "credit_note_id",
+    "report_id",
+    "period_id",
+    "revision",
+    "account_id",
+    "credits",
+    "currency",
+    "total",
+    "body",
+)
 _INVOICE_COLUMNS = (
     "invoice_id",
     "report_id",
@@ -91,8 +118,11 @@ class InvoicesRepository:
         currency: str,
         invoices: Sequence[StagedInvoice],
         at: datetime,
+        credit_notes: Sequence[StagedCreditNote] = (),
     ) -> None:
-        """Write a batch of invoices and their (not yet ready) outbox rows, fenced by the lease."""
+        """Write a batch of invoices and credit notes and their (not yet ready) outbox rows, fenced
+        by the lease. A first invoice goes out on ``invoice.issued``; a correction on
+        ``invoice.corrected``, right after the credit note (``credit_note.issued``) of its account."""
         rows = [
             (
                 str(invoice.invoice_id),
@@ -107,25 +137,36 @@ class InvoicesRepository:
             )
             for invoice in invoices
         ]
-        outbox = [
+        notes = [
             (
+                str(note.credit_note_id),
                 str(report_id),
-                str(invoice.invoice_id),
-                "invoices",
-                ROUTING_INVOICE_ISSUED,
-                InvoiceIssued.__name__,
-                True,
-                None,
-                at,
-                0,
-                False,
-                False,
+                period_id,
+                revision,
+                note.account_id,
+                str(note.credits),
+                note.currency,
+                note.total,
+                note.body,
             )
-            for invoice in invoices
+            for note in credit_notes
         ]
+        note_of = {note.account_id: note for note in credit_notes}
+        outbox: list[tuple[Any, ...]] = []
+        for invoice in invoices:
+            note = note_of.pop(invoice.account_id, None)
+            if note is not None:
+                outbox.append(_outbox_entry(report_id, note.credit_note_id, ROUTING_CREDIT_NOTE_ISSUED, at))
+            routing_key = ROUTING_INVOICE_ISSUED if invoice.supersedes is None else ROUTING_INVOICE_CORRECTED
+            outbox.append(_outbox_entry(report_id, invoice.invoice_id, routing_key, at))
+        outbox.extend(
+            _outbox_entry(report_id, note.credit_note_id, ROUTING_CREDIT_NOTE_ISSUED, at)
+            for note in note_of.values()
+        )
         async with self.engine.begin() as connection:
             await fence(connection, report_id, owner, (ReportStatus.PRICING,))
             await insert_rows(connection, schema.invoices, _INVOICE_COLUMNS, rows)
+            await insert_rows(connection, schema.credit_notes, _CREDIT_NOTE_COLUMNS, notes)
             await insert_rows(connection, schema.outbox, _OUTBOX_COLUMNS, outbox)
 
     async def finish_completed(
@@ -196,8 +237,9 @@ class InvoicesRepository:
         report_id: UUID | None = None,
         period_id: str | None = None,
         invoice_id: UUID | None = None,
+        account_id: str | None = None,
     ) -> list[InvoiceIssued]:
-        """Issued invoices (of reports publishing or completed), by report, period or id."""
+        """Issued invoices (of reports publishing or completed), by report, period, id or account."""
         table, reports = schema.invoices, schema.reports
         query = (
             select(table.c.body)
@@ -211,22 +253,55 @@ class InvoicesRepository:
             query = query.where(table.c.period_id == period_id)
         if invoice_id is not None:
             query = query.where(table.c.invoice_id == str(invoice_id))
+        if account_id is not None:
+            query = query.where(table.c.account_id == account_id)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
         return [InvoiceIssued.model_validate_json(row.body) for row in rows]
 
-    async def invoice_refs(self, report_id: UUID, after: str, upto: str | None) -> dict[str, UUID]:
-        """Account → invoice id of a report's invoices for accounts in ``(after, upto]`` (``upto``
-        None: to the end), for the corrections a forced replay issues."""
+    async def superseded_invoices(
+        self, report_id: UUID, after: str, upto: str | None
+    ) -> dict[str, InvoiceIssued]:
+        """Account → invoice of a report, for accounts in ``(after, upto]`` (``upto`` None: to the
+        end): what a forced replay credits and corrects."""
         table = schema.invoices
-        query = select(table.c.account_id, table.c.invoice_id).where(
+        query = select(table.c.account_id, table.c.body).where(
             table.c.report_id == str(report_id), table.c.account_id > after
         )
         if upto is not None:
             query = query.where(table.c.account_id <= upto)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
-        return {row.account_id: UUID(row.invoice_id) for row in rows}
+        return {row.account_id: InvoiceIssued.model_validate_json(row.body) for row in rows}
+
+    async def credit_notes(
+        self,
+        *,
+        report_id: UUID | None = None,
+        period_id: str | None = None,
+        credit_note_id: UUID | None = None,
+        credits: UUID | None = None,
+    ) -> list[CreditNoteIssued]:
+        """Issued credit notes (of reports publishing or completed), by report, period, id, or the
+        invoice they cancel."""
+        table, reports = schema.credit_notes, schema.reports
+        query = (
+            select(table.c.body)
+            .join(reports, reports.c.report_id == table.c.report_id)
+            .where(reports.c.status.in_([status.value for status in ISSUED]))
+            .order_by(table.c.period_id, table.c.revision, table.c.account_id)
+        )
+        if report_id is not None:
+            query = query.where(table.c.report_id == str(report_id))
+        if period_id is not None:
+            query = query.where(table.c.period_id == period_id)
+        if credit_note_id is not None:
+            query = query.where(table.c.credit_note_id == str(credit_note_id))
+        if credits is not None:
+            query = query.where(table.c.credits == str(credits))
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [CreditNoteIssued.model_validate_json(row.body) for row in rows]
 
 
 async def enqueue(
@@ -250,9 +325,31 @@ async def enqueue(
     )
 
 
+def _outbox_entry(report_id: UUID, message_id: UUID, routing_key: str, at: datetime) -> tuple[Any, ...]:
+    """An outbox row (not ready yet) for an invoice or credit note whose body lives in its table."""
+    credit_note = routing_key == ROUTING_CREDIT_NOTE_ISSUED
+    message_type = (CreditNoteIssued if credit_note else InvoiceIssued).__name__
+    return (
+        str(report_id),
+        str(message_id),
+        "invoices",
+        routing_key,
+        message_type,
+        True,
+        None,
+        at,
+        0,
+        False,
+        False,
+    )
+
+
 async def _drop_staged(connection: AsyncConnection, report_id: UUID) -> None:
     outbox = schema.outbox
     await connection.execute(
         delete(outbox).where(outbox.c.report_id == str(report_id), outbox.c.ready.is_(False))
     )
     await connection.execute(delete(schema.invoices).where(schema.invoices.c.report_id == str(report_id)))
+    await connection.execute(
+        delete(schema.credit_notes).where(schema.credit_notes.c.report_id == str(report_id))
+    )

@@ -239,8 +239,9 @@ def _still_held(rows: Sequence[OutboxRow]) -> Any:
 
 
 def _with_body() -> Any:
-    """Outbox columns with the body to publish: an invoice's lives in ``invoices``, once."""
-    table, invoices = schema.outbox, schema.invoices
+    """Outbox columns with the body to publish: an invoice's lives in ``invoices`` and a credit
+    note's in ``credit_notes``, once."""
+    table, invoices, notes = schema.outbox, schema.invoices, schema.credit_notes
     return select(
         table.c.id,
         table.c.report_id,
@@ -249,11 +250,15 @@ def _with_body() -> Any:
         table.c.routing_key,
         table.c.message_type,
         table.c.mandatory,
-        func.coalesce(table.c.body, invoices.c.body).label("body"),
+        func.coalesce(table.c.body, invoices.c.body, notes.c.body).label("body"),
         table.c.attempts,
         table.c.final,
         table.c.claim,
-    ).select_from(table.outerjoin(invoices, invoices.c.invoice_id == table.c.message_id))
+    ).select_from(
+        table.outerjoin(invoices, invoices.c.invoice_id == table.c.message_id).outerjoin(
+            notes, notes.c.credit_note_id == table.c.message_id
+        )
+    )
 
 
 def _outbox_row(row: Row[Any]) -> OutboxRow:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -82,8 +82,12 @@ class ReportsRepository:
         lease_until: datetime | None = None,
         carried_from: UUID | None = None,
         supersedes: UUID | None = None,
+        rate_card: Mapping[str, Any] | None = None,
     ) -> ReportRecord:
-        """Insert a PENDING report; raises ``ReportExists`` if (period, revision) is taken."""
+        """Insert a PENDING report; raises ``ReportExists`` if (period, revision) is taken.
+
+        ``rate_card`` is the card the report will be priced with, fixed when it is accepted: a
+        coordinator restarted with a new card still prices it with this one."""
         try:
             async with self.engine.begin() as connection:
                 await connection.execute(
@@ -98,6 +102,7 @@ class ReportsRepository:
                         requested=list(requested),
                         carried_from=_text(carried_from),
                         supersedes=_text(supersedes),
+                        rate_card=None if rate_card is None else dict(rate_card),
                         owner=owner,
                         lease_until=lease_until,
                         created_at=at,

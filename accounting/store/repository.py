@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounting.store.engine import DEFAULT_BUSY_TIMEOUT, LeaseLost, create_engine
-from accounting.store.invoices import InvoicesRepository, StagedInvoice
+from accounting.store.invoices import InvoicesRepository, StagedCreditNote, StagedInvoice
 from accounting.store.migrate import upgrade
 from accounting.store.outbox import OutboxCounts, OutboxRepository, OutboxRow, OutboxStatus
 from accounting.store.replies import (
@@ -40,6 +40,7 @@ __all__ = [
     "ReportExists",
     "ReportRecord",
     "ReportStore",
+    "StagedCreditNote",
     "StagedInvoice",
     "StoredReply",
     "UsageRow",

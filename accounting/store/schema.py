@@ -174,6 +174,21 @@ invoices = Table(
     Index("ix_invoices_report_account", "report_id", "account_id"),
 )
 
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("credit_note_id", String(36), primary_key=True),
+    Column("report_id", String(36), ForeignKey("reports.report_id"), nullable=False, index=True),
+    Column("period_id", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("account_id", String(128), nullable=False),
+    Column("credits", String(36), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("total", String(40), nullable=False),
+    Column("body", Text, nullable=False),
+)
+"""What a forced replay cancels: one row per superseded invoice, sent before its correction."""
+
 outbox = Table(
     "outbox",
     metadata,
@@ -184,7 +199,7 @@ outbox = Table(
     Column("routing_key", String(64), nullable=False),
     Column("message_type", String(64), nullable=False),
     Column("mandatory", Boolean, nullable=False),
-    Column("body", Text, nullable=True),  # None for an invoice: its body is invoices.body
+    Column("body", Text, nullable=True),  # None for an invoice or credit note: its body is in its table
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime, nullable=True, index=True),
     Column("attempts", Integer, nullable=False, default=0),

@@ -56,7 +56,12 @@ def declare_and_bind(queue: QueueSpec) -> Iterator[Operation]:
 def coordinator_operations() -> Iterator[Operation]:
     for exchange in TOPOLOGY.exchanges():
         yield from declare_exchange(exchange)
-    for queue in (TOPOLOGY.period_closed_queue, TOPOLOGY.payments_queue, TOPOLOGY.dead_letters_queue):
+    for queue in (
+        TOPOLOGY.period_closed_queue,
+        TOPOLOGY.payments_queue,
+        TOPOLOGY.corrections_queue,
+        TOPOLOGY.dead_letters_queue,
+    ):
         yield from declare_and_bind(queue)
     yield "read", TOPOLOGY.period_closed_queue.name  # takes PeriodClosed
     for reply_queue in REPLY_QUEUES:  # its exclusive reply queue
@@ -75,6 +80,7 @@ def worker_operations(service: str) -> Iterator[Operation]:
 
 def payments_operations() -> Iterator[Operation]:
     yield "read", TOPOLOGY.payments_queue.name
+    yield "read", TOPOLOGY.corrections_queue.name
 
 
 def scheduler_operations() -> Iterator[Operation]:

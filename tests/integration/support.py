@@ -22,8 +22,7 @@ from accounting.settings import Settings
 from contracts import CONTENT_TYPE, Period, PeriodClosed, Topology, UsageRecord, UsageRequest
 from workers.sdk import Responder, UsageService, WorkerSettings
 
-TEST_CARD = RateCard.from_toml(
-    """
+CARD_TOML = """
 currency = "EUR"
 minor_units = 2
 rounding = "half_even"
@@ -51,7 +50,7 @@ description = "Object storage"
 unit = "GB-month"
 price = { model = "per_unit", unit_price = "0.0230" }
 """
-)
+TEST_CARD = RateCard.from_toml(CARD_TOML)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from accounting.broker import declare_coordinator_topology
 from accounting.dlq_queue import list_dead_letters, replay_dead_letters
 from accounting.payments import PaymentConsumer
-from accounting.payments_store import MemoryLedger, SqlLedger, Work, payments, record_payment
+from accounting.payments_store import Document, MemoryLedger, SqlLedger, Work, payments, record_payment
 from contracts import CONTENT_TYPE, DELIVERY_LIMIT, ROUTING_INVOICE_ISSUED, InvoiceIssued, Topology
 from tests.integration.support import eventually
 from tests.invoices import sample_invoice
@@ -49,7 +49,7 @@ class FlakyPayments:
         self.attempts = 0
         self.paid = 0
 
-    async def __call__(self, invoice: InvoiceIssued, tx: AsyncConnection) -> None:
+    async def __call__(self, invoice: Document, tx: AsyncConnection) -> None:
         self.attempts += 1
         await record_payment(invoice, tx)  # written, then rolled back when we fail below
         if self.attempts <= self.failures:
@@ -194,11 +194,11 @@ class FlakyLedger(MemoryLedger):
         super().__init__()
         self.outages = 1
 
-    async def handle_once(self, invoice: InvoiceIssued, work: Work) -> bool:
+    async def handle_once(self, document: Document, work: Work) -> bool:
         if self.outages:
             self.outages -= 1
             raise OSError("database is locked")
-        return await super().handle_once(invoice, work)
+        return await super().handle_once(document, work)
 
 
 async def test_a_ledger_outage_gives_the_invoice_back_without_counting_it_as_a_handler_failure(

@@ -71,7 +71,7 @@ def storage(tmp_path: Path) -> Iterator[StorageService]:
                 SizeSample("vol-c1", "acct-c", "volume", at("2026-09-30"), None),
             ]
         )
-        store.set_subscription("acct-a", "100")
+        store.set_subscription("acct-a", "100 GB")
     yield StorageService(tmp_path / "storage.sqlite3")
 
 

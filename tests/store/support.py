@@ -106,6 +106,7 @@ def invoice(account_id: str, total: str, *, revision: int = 1, period: Period = 
         ),
         subtotal=amount,
         total=amount,
+        rate_card="sha256:" + "0" * 64,
     )
 
 

@@ -6,10 +6,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from accounting.core.corrections import credit_note_for
 from accounting.core.lifecycle import IllegalTransition, ReportStatus, Transition
 from accounting.store import schema
-from accounting.store.repository import LeaseLost, OutboxRow, ReportStore
-from contracts import InvoiceIssued, ReportAborted, ReportCompleted
+from accounting.store.repository import LeaseLost, OutboxRow, ReportStore, StagedCreditNote
+from contracts import CreditNoteIssued, InvoiceIssued, ReportAborted, ReportCompleted
 from tests.store.support import (
     NOVEMBER,
     A,
@@ -273,13 +274,77 @@ async def test_issued_invoices_round_trip_by_report_period_and_invoice_id(store:
     assert await store.invoices(report_id=record.report_id) == [first, second]
 
 
-async def test_invoice_refs_maps_the_accounts_of_a_range_to_their_invoice_ids(store: ReportStore) -> None:
+async def test_superseded_invoices_maps_the_accounts_of_a_range_to_their_invoices(store: ReportStore) -> None:
     record, invoices, _ = await publishing_report(store, accounts=4)
-    ids = {i.account_id: i.invoice_id for i in invoices}
+    by_account = {i.account_id: i for i in invoices}
 
-    middle = await store.invoice_refs(record.report_id, "acct-00001", "acct-00003")
-    tail = await store.invoice_refs(record.report_id, "acct-00003", None)
+    middle = await store.superseded_invoices(record.report_id, "acct-00001", "acct-00003")
+    tail = await store.superseded_invoices(record.report_id, "acct-00003", None)
 
-    assert middle == {account: ids[account] for account in ("acct-00002", "acct-00003")}
-    assert tail == {"acct-00004": ids["acct-00004"]}
-    assert await store.invoice_refs(record.report_id, "acct-00004", None) == {}
+    assert middle == {account: by_account[account] for account in ("acct-00002", "acct-00003")}
+    assert tail == {"acct-00004": by_account["acct-00004"]}
+    assert await store.superseded_invoices(record.report_id, "acct-00004", None) == {}
+
+
+# --- corrections: credit notes ------------------------------------------------------------------
+
+
+async def correcting_report(store: ReportStore) -> tuple[tuple[InvoiceIssued, ...], list[CreditNoteIssued]]:
+    """Revision 1 issued for two accounts; revision 2 priced with a credit note and a corrected
+    invoice for each (staged, not finished)."""
+    _, old, _ = await publishing_report(store, accounts=2)
+    await store.mark_sent(await store.pending(), minutes(11))
+    second = await report_at(store, ReportStatus.PRICING, revision=2)
+    notes = [credit_note_for(i, report_id=second.report_id, revision=2) for i in old]
+    corrected = tuple(
+        invoice(i.account_id, "1.00", revision=2).model_copy(update={"supersedes": i.invoice_id}) for i in old
+    )
+    await store.stage_invoices(
+        second.report_id,
+        A,
+        period_id="2026-10",
+        revision=2,
+        currency="EUR",
+        invoices=staged(corrected),
+        credit_notes=[
+            StagedCreditNote(
+                n.credit_note_id, n.account_id, n.credits, n.currency, str(n.total), n.model_dump_json()
+            )
+            for n in notes
+        ],
+        at=minutes(20),
+    )
+    return corrected, notes
+
+
+async def test_a_credit_note_is_relayed_before_the_invoice_correcting_its_account(store: ReportStore) -> None:
+    corrected, notes = await correcting_report(store)
+    second = corrected[0].report_id
+    await store.finish_completed(second, completed(corrected, revision=2), minutes(21), "priced", owner=A)
+
+    rows = await store.pending()
+
+    assert [(row.routing_key, row.message_id) for row in rows] == [
+        ("credit_note.issued", str(notes[0].credit_note_id)),
+        ("invoice.corrected", str(corrected[0].invoice_id)),
+        ("credit_note.issued", str(notes[1].credit_note_id)),
+        ("invoice.corrected", str(corrected[1].invoice_id)),
+        ("report.completed", f"{second}/report.completed"),
+    ]
+    assert [row.message_type for row in rows[:2]] == ["CreditNoteIssued", "InvoiceIssued"]
+    assert CreditNoteIssued.from_json(rows[0].body) == notes[0]
+    assert InvoiceIssued.from_json(rows[1].body) == corrected[0]
+    assert await store.credit_notes(report_id=second) == notes
+    assert await store.credit_notes(credits=notes[1].credits) == [notes[1]]
+    assert await store.credit_notes(credit_note_id=notes[0].credit_note_id) == [notes[0]]
+
+
+async def test_credit_notes_are_invisible_until_their_report_is_priced_and_dropped_with_its_batches(
+    store: ReportStore,
+) -> None:
+    corrected, _ = await correcting_report(store)
+
+    assert await store.credit_notes(period_id="2026-10") == []
+    await store.clear_staged(corrected[0].report_id, A)
+    assert await count(store, "credit_notes") == 0
+    assert await store.pending() == []

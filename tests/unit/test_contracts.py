@@ -84,6 +84,7 @@ MESSAGES: dict[str, Message] = {
         currency="EUR",
         lines=(LINE,),
         subtotal=Decimal("23.81"),
+        rate_card="sha256:" + "0" * 64,
         total=Decimal("23.81"),
     ),
     "ReportCompleted": ReportCompleted(

@@ -134,13 +134,16 @@ def test_invoices_round_trip_as_json() -> None:
 
 def test_zero_usage_is_priced_as_a_zero_line() -> None:
     [invoice] = batch(["alpha"], [usage("alpha", "vcpu", "0")]).invoices
-    assert [(str(line.quantity), str(line.amount)) for line in invoice.lines] == [("0", "0.00")]
+    assert [(str(line.quantity), str(line.amount)) for line in invoice.lines] == [("0.000000", "0.00")]
 
 
 def test_repeated_usage_of_one_item_is_priced_on_its_sum() -> None:
     entries = [usage("alpha", "block_storage", "600"), usage("alpha", "block_storage", "600")]
     [invoice] = batch(["alpha"], entries).invoices
-    assert [(line.tier, str(line.quantity)) for line in invoice.lines] == [(1, "1000"), (2, "200")]
+    assert [(line.tier, str(line.quantity)) for line in invoice.lines] == [
+        (1, "1000.000000"),
+        (2, "200.000000"),
+    ]
 
 
 def test_every_unpriced_item_is_reported_once_and_nothing_is_priced() -> None:

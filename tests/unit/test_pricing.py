@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, Inexact
 from typing import Any
 
 import pytest
@@ -54,35 +54,43 @@ def test_per_unit_is_one_line() -> None:
         item="thing",
         description="Thing",
         tier=None,
-        quantity=Decimal("744.5"),
+        quantity=Decimal("744.500000"),
         unit="vCPU-hour",
         unit_price=Decimal("0.0320"),
         amount=Decimal("23.82"),  # 23.8240
     )
-    assert str(line.amount) == "23.82"
+    assert (str(line.quantity), str(line.amount)) == ("744.500000", "23.82")
 
 
 def test_per_unit_zero_quantity_is_a_zero_line() -> None:
     card = make_card({"model": "per_unit", "unit_price": "0.0320"})
-    assert summary(price(card, "0")) == [(None, "0", "0.0320", "0.00")]
+    assert summary(price(card, "0")) == [(None, "0.000000", "0.0320", "0.00")]
 
 
 @pytest.mark.parametrize(
     ("quantity", "expected"),
     [
-        ("0", [(1, "0", "0.100", "0.00")]),
+        ("0", [(1, "0.000000", "0.100", "0.00")]),
         ("999.999999", [(1, "999.999999", "0.100", "100.00")]),
-        ("1000", [(1, "1000", "0.100", "100.00")]),
-        ("1000.000001", [(1, "1000", "0.100", "100.00"), (2, "0.000001", "0.080", "0.00")]),
-        ("1001", [(1, "1000", "0.100", "100.00"), (2, "1", "0.080", "0.08")]),
-        ("10000", [(1, "1000", "0.100", "100.00"), (2, "9000", "0.080", "720.00")]),
+        ("1000", [(1, "1000.000000", "0.100", "100.00")]),
+        ("1000.000001", [(1, "1000.000000", "0.100", "100.00"), (2, "0.000001", "0.080", "0.00")]),
+        ("1001", [(1, "1000.000000", "0.100", "100.00"), (2, "1.000000", "0.080", "0.08")]),
+        ("10000", [(1, "1000.000000", "0.100", "100.00"), (2, "9000.000000", "0.080", "720.00")]),
         (
             "10000.5",
-            [(1, "1000", "0.100", "100.00"), (2, "9000", "0.080", "720.00"), (3, "0.5", "0.060", "0.03")],
+            [
+                (1, "1000.000000", "0.100", "100.00"),
+                (2, "9000.000000", "0.080", "720.00"),
+                (3, "0.500000", "0.060", "0.03"),
+            ],
         ),
         (
             "25000",
-            [(1, "1000", "0.100", "100.00"), (2, "9000", "0.080", "720.00"), (3, "15000", "0.060", "900.00")],
+            [
+                (1, "1000.000000", "0.100", "100.00"),
+                (2, "9000.000000", "0.080", "720.00"),
+                (3, "15000.000000", "0.060", "900.00"),
+            ],
         ),
     ],
 )
@@ -90,6 +98,27 @@ def test_graduated_splits_at_and_around_boundaries(quantity: str, expected: list
     lines = price(make_card(GRADUATED), quantity)
     assert summary(lines) == expected
     assert sum(line.quantity for line in lines) == Decimal(quantity)
+
+
+def test_every_tier_line_has_the_quantity_places_of_the_other_lines() -> None:
+    # Tier bounds are written "1000" and "1E+4": the lines still all print 6 places.
+    tiers = [
+        {"up_to": "1000", "unit_price": "0.100"},
+        {"up_to": "1E+4", "unit_price": "0.080"},
+        {"unit_price": "0.060"},
+    ]
+    lines = price(make_card({"model": "graduated", "tiers": tiers}), "12000.250000")
+    assert [str(line.quantity) for line in lines] == ["1000.000000", "9000.000000", "2000.250000"]
+    [volume] = price(make_card({"model": "volume", "tiers": tiers}), "10000")
+    assert str(volume.quantity) == "10000.000000"
+
+
+def test_a_quantity_finer_than_the_invoice_s_places_raises_rather_than_rounds() -> None:
+    # The normalizer never gives one: a quantity is never silently rounded a second time.
+    with pytest.raises(Inexact):
+        price(make_card({"model": "per_unit", "unit_price": "1"}), "1.0000005")
+    with pytest.raises(Inexact):
+        price(make_card(GRADUATED), "1000.0000005")
 
 
 def test_graduated_lines_name_their_tier() -> None:
@@ -111,14 +140,15 @@ def test_graduated_lines_name_their_tier() -> None:
 )
 def test_volume_prices_everything_at_the_total_s_tier(quantity: str, tier: int, amount: str) -> None:
     [line] = price(make_card(VOLUME), quantity)
-    assert (line.tier, str(line.quantity), str(line.amount)) == (tier, quantity, amount)
+    assert (line.tier, line.quantity, str(line.amount)) == (tier, Decimal(quantity), amount)
+    assert line.quantity.as_tuple().exponent == -6
     assert line.description == f"Thing (tier {tier})"
 
 
 @pytest.mark.parametrize(
     ("quantity", "packages", "amount"),
     [
-        ("0", "0", "0.00"),
+        ("0", "0", "0.00"),  # package lines count whole packages: no decimal places
         ("0.000001", "1", "5.00"),
         ("100", "1", "5.00"),
         ("100.5", "2", "10.00"),
@@ -179,7 +209,7 @@ def test_quantities_are_exact_decimals() -> None:
     [line] = price(make_card({"model": "per_unit", "unit_price": "0.1"}), "0.3")
     assert isinstance(line.quantity, Decimal)
     assert (line.quantity, line.amount) == (Decimal("0.3"), Decimal("0.03"))
-    assert '"quantity":"0.3"' in line.model_dump_json()
+    assert '"quantity":"0.300000"' in line.model_dump_json()
 
 
 def test_products_are_exact_beyond_the_default_decimal_precision() -> None:

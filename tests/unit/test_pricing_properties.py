@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from accounting.core.invoices import InvoiceBatch, build_invoices
 from accounting.core.pricing import price_usage
-from accounting.core.rate_card import Graduated, Item, RateCard
-from accounting.core.usage import BillableUsage
+from accounting.core.rate_card import Graduated, Item, Package, RateCard
+from accounting.core.usage import QUANTITY_PLACES, BillableUsage
 from contracts import Period, report_id
 
 PERIOD = Period.month("2026-10")
@@ -49,13 +49,16 @@ package = st.builds(
 price_models = st.one_of(per_unit, graduated, volume, package)
 
 
+# Currencies of 0, 2 and 3 minor units; a card's minor_units are its currency's.
+currencies = st.sampled_from(["JPY", "EUR", "BHD"])
+
+
 def make_card(
-    items: dict[str, dict[str, Any]], minor_units: int = 2, rounding: str = "half_even"
+    items: dict[str, dict[str, Any]], currency: str = "EUR", rounding: str = "half_even"
 ) -> RateCard:
     return RateCard.model_validate(
         {
-            "currency": "EUR",
-            "minor_units": minor_units,
+            "currency": currency,
             "rounding": rounding,
             "items": {
                 key: {"description": key.title(), "unit": "GB", "price": price}
@@ -68,7 +71,7 @@ def make_card(
 cards = st.builds(
     make_card,
     st.dictionaries(st.sampled_from(["a", "b", "c"]), price_models, min_size=1),
-    st.integers(min_value=0, max_value=4),
+    currencies,
     st.sampled_from(["half_even", "half_up"]),
 )
 
@@ -119,6 +122,21 @@ def test_each_line_is_within_half_a_minor_unit_of_the_exact_amount(card: RateCar
             assert line.amount.as_tuple().exponent == -card.minor_units
 
 
+@given(cards, quantities)
+def test_every_line_but_a_package_s_has_exactly_the_quantity_places(
+    card: RateCard, quantity: Decimal
+) -> None:
+    for key, item in card.items.items():
+        lines = price_usage(usage_of(quantity, key), key, item, card)
+        exponents = {line.quantity.as_tuple().exponent for line in lines}
+        if isinstance(item.price, Package):
+            [line] = lines
+            assert line.quantity == line.quantity.to_integral_value()  # a count of packages
+        else:
+            assert exponents == {QUANTITY_PLACES.as_tuple().exponent}
+            assert sum((line.quantity for line in lines), Decimal(0)) == quantity
+
+
 @given(tiers(), quantities)
 def test_graduated_tiers_split_the_quantity_exactly(
     drawn_tiers: list[dict[str, str]], quantity: Decimal
@@ -142,9 +160,9 @@ def test_graduated_tiers_split_the_quantity_exactly(
             lower = tier.up_to
 
 
-@given(prices, quantities, st.integers(min_value=0, max_value=4), st.sampled_from(["half_even", "half_up"]))
+@given(prices, quantities, currencies, st.sampled_from(["half_even", "half_up"]))
 def test_single_unbounded_tier_equals_per_unit(
-    price: Decimal, quantity: Decimal, minor: int, rounding: str
+    price: Decimal, quantity: Decimal, currency: str, rounding: str
 ) -> None:
     tier = [{"unit_price": str(price)}]
     card = make_card(
@@ -153,7 +171,7 @@ def test_single_unbounded_tier_equals_per_unit(
             "b": {"model": "graduated", "tiers": tier},
             "c": {"model": "volume", "tiers": tier},
         },
-        minor,
+        currency,
         rounding,
     )
 

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from accounting.core.rate_card import Graduated, Package, PerUnit, RateCard, RateCardError, Volume
+from accounting.core.rate_card import (
+    Graduated,
+    Package,
+    PerUnit,
+    RateCard,
+    RateCardError,
+    Volume,
+    current_currencies,
+)
 
 SHIPPED_CARD = Path(__file__).resolve().parents[2] / "config" / "rate-card.toml"
 
@@ -26,11 +37,12 @@ def rejection(text: str) -> str:
 
 def test_shipped_card_parses() -> None:
     card = RateCard.from_toml(SHIPPED_CARD.read_text(encoding="utf-8"))
-    assert (card.currency, card.minor_units, card.rounding, card.byte_base) == (
+    assert (card.currency, card.minor_units, card.rounding, card.byte_base, card.zero_total) == (
         "EUR",
         2,
         "half_even",
         "decimal",
+        "issue",
     )
     assert set(card.items) == {"vcpu", "memory", "block_storage", "object_storage", "egress"}
     assert card.items["vcpu"].price == PerUnit(model="per_unit", unit_price=Decimal("0.0320"))
@@ -126,10 +138,44 @@ def test_unknown_key_is_rejected() -> None:
     assert top == "roundng: Extra inputs are not permitted"
 
 
-@pytest.mark.parametrize("currency", ['"eur"', '"EURO"', '"E1R"', "978"])
+@pytest.mark.parametrize("currency", ['"eur"', '"EURO"', '"E1R"', "978", '"ABC"'])
 def test_bad_currency_is_rejected(currency: str) -> None:
     header = f"currency = {currency}\nminor_units = 2\n"
     assert rejection(card_with('{ model = "per_unit", unit_price = "1" }', header)).startswith("currency: ")
+
+
+@pytest.mark.parametrize("currency", ["ABC", "DEM", "HRK", "XXX", "XTS", "XAU"])
+def test_unknown_withdrawn_and_non_tender_codes_are_refused_naming_the_value(currency: str) -> None:
+    # Without minor_units: the currency is the one problem reported, not a missing minor_units too.
+    message = rejection(card_with('{ model = "per_unit", unit_price = "1" }', f'currency = "{currency}"\n'))
+    assert message == f"currency: '{currency}' is not a current ISO 4217 currency code such as 'EUR'"
+
+
+def test_current_currencies_are_the_legal_tenders_of_today() -> None:
+    assert {"EUR", "USD", "JPY", "GBP", "CHF", "BHD", "KWD", "CLP"} <= current_currencies()
+    assert not {"DEM", "FRF", "HRK", "XXX", "XTS", "XAU", "CLF"} & current_currencies()
+
+
+@pytest.mark.parametrize(("currency", "minor_units"), [("EUR", 2), ("JPY", 0), ("BHD", 3), ("KRW", 0)])
+def test_minor_units_left_out_are_the_currency_s(currency: str, minor_units: int) -> None:
+    price = '{ model = "per_unit", unit_price = "1" }'
+    card = RateCard.from_toml(card_with(price, f'currency = "{currency}"\n'))
+    assert card.minor_units == minor_units
+    assert isinstance(card.minor_units, int)
+    stated = RateCard.from_toml(card_with(price, f'currency = "{currency}"\nminor_units = {minor_units}\n'))
+    assert stated == card
+
+
+@pytest.mark.parametrize(
+    ("currency", "stated", "iso"), [("JPY", 2, 0), ("EUR", 0, 2), ("EUR", 3, 2), ("BHD", 2, 3)]
+)
+def test_minor_units_other_than_the_currency_s_are_refused(currency: str, stated: int, iso: int) -> None:
+    header = f'currency = "{currency}"\nminor_units = {stated}\n'
+    message = rejection(card_with('{ model = "per_unit", unit_price = "1" }', header))
+    assert message == (
+        f"minor_units: {currency} has {iso} minor units in ISO 4217 (as CLDR records it), "
+        f"the card says {stated}"
+    )
 
 
 @pytest.mark.parametrize("minor_units", ["5", "-1", "2.0", '"2"'])
@@ -173,10 +219,78 @@ def test_invalid_toml_is_a_rate_card_error() -> None:
 
 def test_missing_fields_are_named() -> None:
     message = rejection('currency = "EUR"\n')
-    assert "minor_units: Field required" in message
-    assert "items: Field required" in message
+    assert message == "items: Field required"  # minor_units may be left out
+    missing = rejection("minor_units = 2\n").splitlines()
+    assert missing == ["currency: Field required", "items: Field required"]
+
+
+def test_zero_total_policy() -> None:
+    price = '{ model = "per_unit", unit_price = "1" }'
+    assert RateCard.from_toml(card_with(price)).zero_total == "issue"
+    assert RateCard.from_toml(card_with(price, HEADER + 'zero_total = "skip"\n')).zero_total == "skip"
+    assert rejection(card_with(price, HEADER + 'zero_total = "drop"\n')).startswith("zero_total: ")
+
+
+def test_a_dumped_card_reads_back_equal_with_the_same_fingerprint() -> None:
+    card = RateCard.from_toml(SHIPPED_CARD.read_text(encoding="utf-8"))
+    again = RateCard.model_validate(card.model_dump(mode="json"))
+    assert again == card
+    assert again.fingerprint == card.fingerprint
+
+
+def test_fingerprint_is_sha256_of_the_canonical_json() -> None:
+    card = RateCard.from_toml(card_with('{ model = "per_unit", unit_price = "0.04" }'))
+    canonical = json.dumps(card.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    assert card.fingerprint == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", card.fingerprint)
+
+
+def test_cards_that_price_identically_share_a_fingerprint() -> None:
+    price = '{ model = "per_unit", unit_price = "0.04" }'
+    stated = RateCard.from_toml(card_with(price))
+    left_out = RateCard.from_toml(card_with(price, 'currency = "EUR"\n'))
+    defaults_written = RateCard.from_toml(
+        card_with(price, HEADER + 'rounding = "half_even"\nbyte_base = "decimal"\nzero_total = "issue"\n')
+    )
+    assert stated.fingerprint == left_out.fingerprint == defaults_written.fingerprint
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"price": '{ model = "per_unit", unit_price = "0.05" }'},
+        {"header": HEADER + 'rounding = "half_up"\n'},
+        {"header": HEADER + 'byte_base = "binary"\n'},
+        {"header": HEADER + 'zero_total = "skip"\n'},
+        {"header": 'currency = "USD"\n'},
+    ],
+)
+def test_any_change_changes_the_fingerprint(change: dict[str, str]) -> None:
+    price = '{ model = "per_unit", unit_price = "0.04" }'
+    card = RateCard.from_toml(card_with(price))
+    changed = RateCard.from_toml(card_with(change.get("price", price), change.get("header", HEADER)))
+    assert changed.fingerprint != card.fingerprint
+
+
+def test_a_tier_price_change_changes_the_fingerprint() -> None:
+    text = SHIPPED_CARD.read_text(encoding="utf-8")
+    card = RateCard.from_toml(text)
+    cheaper = RateCard.from_toml(text.replace('unit_price = "0.080"', 'unit_price = "0.079"'))
+    assert cheaper != card
+    assert cheaper.fingerprint != card.fingerprint
 
 
 def test_integer_prices_are_exact_and_accepted() -> None:
     card = RateCard.from_toml(card_with('{ model = "per_unit", unit_price = 3 }'))
     assert card.items["vcpu"].price == PerUnit(model="per_unit", unit_price=Decimal(3))
+
+
+def test_a_tier_bound_finer_than_the_quantities_is_rejected() -> None:
+    tiers = '[{ up_to = "0.0000005", unit_price = "1" }, { unit_price = "1" }]'
+    message = rejection(card_with(f'{{ model = "graduated", tiers = {tiers} }}'))
+    assert message == (
+        "items.vcpu.price.tiers[0].up_to: must be a multiple of 0.000001 (quantities' precision), "
+        "got 0.0000005"
+    )
+    tiers = '[{ up_to = "1000.0000000", unit_price = "1" }, { up_to = "1E+4", unit_price = "1" }, '
+    assert RateCard.from_toml(card_with(f'{{ model = "volume", tiers = {tiers}{{ unit_price = "1" }}] }}'))

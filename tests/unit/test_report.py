@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from uuid import UUID
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +15,17 @@ from accounting.core.invoices import InvoiceBatch, build_invoices
 from accounting.core.normalizer import Normalized, normalize
 from accounting.core.rate_card import RateCard
 from accounting.core.report import ReportKey, aborted, completed
-from contracts import AbortCode, AbortReason, InvoiceIssued, Period, UsageRecord, invoice_id, report_id
+from contracts import (
+    AbortCode,
+    AbortReason,
+    CreditNoteIssued,
+    InvoiceIssued,
+    Period,
+    UsageRecord,
+    credit_note_id,
+    invoice_id,
+    report_id,
+)
 
 PERIOD = Period.month("2026-10")
 KEY = ReportKey(report_id=report_id("2026-10", 2), revision=2, period=PERIOD)
@@ -95,7 +104,7 @@ def rows(records: Mapping[str, Sequence[UsageRecord]]) -> list[UsageRow]:
 
 def streamed(
     records: Mapping[str, Sequence[UsageRecord]],
-    superseded: Mapping[str, UUID] | None = None,
+    superseded: Mapping[str, InvoiceIssued] | None = None,
     window_accounts: int = 2,
 ) -> list[InvoiceIssued]:
     """Price window by window, each window a few whole accounts, as the pricer does."""
@@ -154,7 +163,7 @@ def test_any_usage_in_any_windows_prices_exactly_as_the_reference(
 
 def test_corrections_name_what_they_supersede_and_empty_an_account_without_usage_now() -> None:
     previous = reference({"compute": (*RECORDS["compute"], rec("gone", "vcpu", "7200", "vCPU-second"))})
-    superseded = {invoice.account_id: invoice.invoice_id for invoice in previous}
+    superseded = {invoice.account_id: invoice for invoice in previous}
 
     invoices = streamed(RECORDS, superseded)
 
@@ -162,8 +171,51 @@ def test_corrections_name_what_they_supersede_and_empty_an_account_without_usage
         invoice.model_dump_json() for invoice in reference(RECORDS, previous)
     ]
     gone = next(invoice for invoice in invoices if invoice.account_id == "gone")
-    assert (gone.lines, gone.total, gone.supersedes) == ((), Decimal("0.00"), superseded["gone"])
+    assert (gone.lines, gone.total, gone.supersedes) == ((), Decimal("0.00"), superseded["gone"].invoice_id)
     assert gone.invoice_id == invoice_id("gone", "2026-10", 2)
+
+
+def test_a_correction_credits_each_superseded_invoice_in_full_before_correcting_it() -> None:
+    previous = reference({"compute": (*RECORDS["compute"], rec("gone", "vcpu", "7200", "vCPU-second"))})
+    superseded = {invoice.account_id: invoice for invoice in previous}
+
+    window = price_window(rows(RECORDS), superseded, key=KEY, card=CARD, converter=converter_for(KEY, CARD))
+
+    notes = [CreditNoteIssued.model_validate_json(note.body) for note in window.credit_notes]
+    assert [note.account_id for note in notes] == sorted(superseded)
+    for note in notes:
+        old = superseded[note.account_id]
+        assert (note.credits, note.lines, note.total, note.currency) == (
+            old.invoice_id,
+            old.lines,
+            old.total,
+            old.currency,
+        )
+        assert (note.report_id, note.revision) == (KEY.report_id, KEY.revision)
+        assert note.credit_note_id == credit_note_id(note.account_id, "2026-10", KEY.revision)
+    corrected = {priced.account_id: priced.supersedes for priced in window.invoices}
+    assert corrected == {account: old.invoice_id for account, old in superseded.items()}
+
+
+def test_zero_total_invoices_are_skipped_when_the_card_says_so_unless_they_correct_one() -> None:
+    skipping = CARD.model_copy(update={"zero_total": "skip"})
+    converter = converter_for(KEY, skipping)
+
+    first = price_window(rows(RECORDS), {}, key=KEY, card=skipping, converter=converter)
+    idle = reference({"compute": (rec("idle", "vcpu", "3600", "vCPU-second"),)})
+    corrected = price_window(rows(RECORDS), {"idle": idle[0]}, key=KEY, card=skipping, converter=converter)
+
+    assert [priced.account_id for priced in first.invoices] == ["acme"]
+    assert [(priced.account_id, priced.total) for priced in corrected.invoices] == [
+        ("acme", Decimal("13.20")),
+        ("idle", Decimal("0.00")),
+    ]
+
+
+def test_every_invoice_names_the_fingerprint_of_the_card_that_priced_it() -> None:
+    invoices = streamed(RECORDS)
+
+    assert {invoice.rate_card for invoice in invoices} == {CARD.fingerprint}
 
 
 def test_a_window_totals_its_invoices_and_counts_its_records() -> None:

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from contracts import Period
 from workers.sdk.service import UsageService, usage_stream
 from workers.storage.__main__ import app
+from workers.storage.plans import Subscription
 from workers.storage.seed import seed
 from workers.storage.service import StorageService
 from workers.storage.store import StorageStore
-from workers.storage.usage import SizeSample, Subscription, storage_usage
+from workers.storage.usage import SizeSample, storage_usage
 
 OCT = Period.month("2026-10")
 GB = 10**9
@@ -49,15 +50,17 @@ def test_round_trip_through_a_real_file(tmp_path: Path) -> None:
     ]
     with StorageStore(path) as store:
         assert store.record_samples(samples) == 4
-        store.set_subscription("acct-b", Decimal("12.5"))
+        store.set_subscription("acct-b", "12.5 GB")
         store.set_subscription("acct-a", 100)
-        store.set_subscription("acct-a", "150")  # replaces
+        store.set_subscription("acct-a", "150 GiB")  # replaces
+        store.set_subscription("acct-a", "2 TB", effective_from=at(15))  # a later plan: history
     with StorageStore(path, read_only=True) as reopened:
         assert reopened.samples() == sorted(samples, key=lambda s: (s.resource_id, s.at))
         assert reopened.samples()[1].at == at(2)  # stored in UTC
         assert reopened.subscriptions() == [
-            Subscription("acct-a", Decimal(150)),
-            Subscription("acct-b", Decimal("12.5")),
+            Subscription("acct-a", 150 * 2**30),
+            Subscription("acct-a", 2 * 10**12, at(15)),
+            Subscription("acct-b", 12_500_000_000),
         ]
         assert [s.resource_id for s in reopened.samples(before=at(3))] == ["bkt-1", "vol-1"]
 
@@ -112,14 +115,20 @@ def test_bad_input_is_rejected_naming_the_field(store: StorageStore) -> None:
         store.record_sample(vol("vol-1", datetime(2026, 10, 1), GB))
     with pytest.raises(ValueError, match="sample must be a SizeSample"):
         store.record_sample(("vol-1", "acct-a", "volume", at(1), GB))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="included_gb_month 'lots' is not a decimal number"):
+    with pytest.raises(ValueError, match="account 'acct-a': included 'lots' is not an amount with its unit"):
         store.set_subscription("acct-a", "lots")
-    with pytest.raises(ValueError, match="included_gb_month must be a Decimal, int or decimal string"):
+    with pytest.raises(ValueError, match="included '100' is not an amount with its unit, such as '100 GB'"):
+        store.set_subscription("acct-a", "100")  # GB or GiB? The plan must say.
+    with pytest.raises(ValueError, match="included must be whole bytes"):
         store.set_subscription("acct-a", 1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="included_gb_month -1 must be a finite number >= 0"):
-        store.set_subscription("acct-a", Decimal(-1))
+    with pytest.raises(ValueError, match="included must be whole bytes"):
+        store.set_subscription("acct-a", Decimal(100))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="included_bytes -1 is not between 0"):
+        store.set_subscription("acct-a", -1)
     with pytest.raises(ValueError, match="account_id must be a non-empty string"):
-        store.set_subscription("", Decimal(1))
+        store.set_subscription("", "1 GB")
+    with pytest.raises(ValueError, match="effective_from must be a timezone-aware"):
+        store.set_subscription("acct-a", "1 GB", effective_from=datetime(2026, 10, 1))
     with pytest.raises(ValueError, match="before must be a timezone-aware datetime"):
         store.samples(before=datetime(2026, 10, 1))
     assert store.samples() == [] and store.subscriptions() == []
@@ -127,10 +136,13 @@ def test_bad_input_is_rejected_naming_the_field(store: StorageStore) -> None:
 
 def test_subscriptions_can_be_removed_and_everything_cleared(store: StorageStore) -> None:
     store.record_sample(vol("vol-1", at(1), GB))
-    store.set_subscription("acct-a", Decimal(100))
+    store.set_subscription("acct-a", "100 GB")
+    store.set_subscription("acct-a", "50 GB", effective_from=at(10))
+    assert store.remove_subscription("acct-a", effective_from=at(10)) is True  # that entry only
+    assert store.subscriptions() == [Subscription("acct-a", 100 * GB)]
     assert store.remove_subscription("acct-a") is True
     assert store.remove_subscription("acct-a") is False
-    store.set_subscription("acct-a", Decimal(100))
+    store.set_subscription("acct-a", "100 GB")
     store.clear()
     assert store.samples() == [] and store.subscriptions() == []
 
@@ -186,7 +198,7 @@ async def test_storage_service_answers_from_its_database(tmp_path: Path) -> None
         store.record_samples(
             [vol("vol-1", at(1), GB), vol("vol-1", datetime(2026, 11, 2, tzinfo=UTC), 5 * GB)]
         )
-        store.set_subscription("acct-a", Decimal(1))
+        store.set_subscription("acct-a", "1 GB")
     service: UsageService = StorageService(path)
     assert service.name == "storage"
     records = [record async for record in usage_stream(service.usage(OCT))]

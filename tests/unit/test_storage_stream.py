@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts import Period, UsageRecord
+from workers.storage.plans import ALWAYS, Subscription, in_effect, plan_histories
 from workers.storage.seed import seed
 from workers.storage.service import StorageService
 from workers.storage.store import StorageStore
@@ -22,7 +22,6 @@ from workers.storage.usage import (
     Kind,
     ResourceSamples,
     SizeSample,
-    Subscription,
     account_usage,
     storage_usage,
     stream_storage_usage,
@@ -43,7 +42,18 @@ sizes = st.one_of(
     st.sampled_from([0, 1, GB, 10**12, 10**21 + 1]),
     st.integers(min_value=0, max_value=2**50),
 )
-allowances = st.sampled_from(["0", "1", "0.5", "100", "1E+2", "0.000001", "12.345678901", "1000000"])
+allowances = st.one_of(
+    st.sampled_from([0, 1, GB // 2, 100 * GB, 100 * 2**30, 12_345_678_901, 10**15]),
+    st.integers(min_value=0, max_value=2**50),
+)
+# When a plan takes effect: since always, or around the period (before, at or after its start).
+effective = st.one_of(st.just(ALWAYS), offsets.map(lambda offset: OCT.start + offset * US))
+
+
+@st.composite
+def plan_history(draw: st.DrawFn, account: str) -> list[Subscription]:
+    starts = draw(st.lists(effective, min_size=1, max_size=3, unique=True))
+    return [Subscription(account, draw(allowances), start) for start in starts]
 
 
 @st.composite
@@ -70,16 +80,19 @@ def inventories(draw: st.DrawFn) -> tuple[list[SizeSample], list[Subscription]]:
     ids = draw(st.lists(st.sampled_from(["vol-1", "vol-2", "bkt-1", "b-9", "z", "vol-10"]), unique=True))
     ids = [*ids, *(f"r-{n}" for n in range(count))]
     samples = [sample for resource_id in ids for sample in draw(resource_samples(resource_id))]
-    plans = draw(st.dictionaries(st.sampled_from(["acct-a", "acct-b", "acct-c", "acct-idle"]), allowances))
-    return samples, [Subscription(account, Decimal(value)) for account, value in plans.items()]
+    accounts = draw(st.lists(st.sampled_from(["acct-a", "acct-b", "acct-c", "acct-idle"]), unique=True))
+    return samples, [plan for account in accounts for plan in draw(plan_history(account))]
 
 
 def grouped(samples: list[SizeSample], subscriptions: list[Subscription]) -> list[AccountSamples]:
-    """What the store hands the stream: accounts in order, each resource's samples in time order."""
+    """What the store hands the stream: accounts in order, each resource's samples in time order,
+    each account with its plan in effect at the period's start."""
     by_account: dict[str, dict[str, list[SizeSample]]] = defaultdict(lambda: defaultdict(list))
     for sample in samples:
         by_account[sample.account_id][sample.resource_id].append(sample)
-    plans = {subscription.account_id: subscription for subscription in subscriptions}
+    plans = {
+        account: in_effect(history, OCT.start) for account, history in plan_histories(subscriptions).items()
+    }
     return [
         AccountSamples(
             account_id,
@@ -170,7 +183,7 @@ def test_accounts_out_of_order_or_twice_are_refused() -> None:
 def stored(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     with sqlite3.connect(path) as conn:
         samples = conn.execute("SELECT rowid, * FROM samples ORDER BY rowid").fetchall()
-        plans = conn.execute("SELECT rowid, * FROM subscriptions ORDER BY rowid").fetchall()
+        plans = conn.execute("SELECT rowid, * FROM plans ORDER BY rowid").fetchall()
     return samples, plans
 
 
@@ -230,12 +243,14 @@ def test_the_bulk_seed_writes_exactly_the_rows_of_the_sample_by_sample_path(
     fast, slow = tmp_path / "fast.sqlite3", tmp_path / "slow.sqlite3"
     fast_summary = seed(fast, OCT, accounts=120)
 
-    def one_by_one(store: StorageStore, samples: list[SizeSample], subscriptions: dict[str, Decimal]) -> int:
+    def one_by_one(store: StorageStore, samples: list[SizeSample], subscriptions: list[Subscription]) -> int:
         with store.transaction():
             store.clear()
             written = store.record_samples(samples)
-            for account_id, included in subscriptions.items():
-                store.set_subscription(account_id, included)
+            for plan in subscriptions:
+                store.set_subscription(
+                    plan.account_id, plan.included_bytes, effective_from=plan.effective_from
+                )
         return written
 
     monkeypatch.setattr(StorageStore, "replace_all", one_by_one)
@@ -255,12 +270,16 @@ def test_replace_all_keeps_an_identical_sample_once_and_replaces_everything(tmp_
         store.set_subscription("acct-old", 5)
 
         written = store.replace_all(
-            [vol("vol-1", at(1), GB), vol("vol-1", at(1), GB), vol("vol-1", at(3), None)], {"acct-a": "12.5"}
+            [vol("vol-1", at(1), GB), vol("vol-1", at(1), GB), vol("vol-1", at(3), None)],
+            [Subscription("acct-a", 12_500_000_000), Subscription("acct-a", 0, at(20))],
         )
 
         assert written == 2
         assert store.samples() == [vol("vol-1", at(1), GB), vol("vol-1", at(3), None)]
-        assert store.subscriptions() == [Subscription("acct-a", Decimal("12.5"))]
+        assert store.subscriptions() == [
+            Subscription("acct-a", 12_500_000_000),
+            Subscription("acct-a", 0, at(20)),
+        ]
 
 
 @pytest.mark.parametrize(
@@ -294,5 +313,5 @@ def test_replace_all_checks_its_arguments(tmp_path: Path) -> None:
     with StorageStore(tmp_path / "storage.sqlite3") as store:
         with pytest.raises(ValueError, match="sample must be a SizeSample"):
             store.replace_all([("vol-1", "acct-a", "volume", at(1), GB)], {})  # type: ignore[list-item]
-        with pytest.raises(ValueError, match="included_gb_month 'lots' is not a decimal number"):
-            store.replace_all([], {"acct-a": "lots"})
+        with pytest.raises(ValueError, match="account 'acct-a' has two plans effective from 0001-01-01"):
+            store.replace_all([], [Subscription("acct-a", 1), Subscription("acct-a", 2)])

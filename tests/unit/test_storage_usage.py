@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 
 from contracts import Period, UsageRecord
-from workers.storage.usage import Kind, SizeSample, Subscription, storage_usage
+from workers.storage.plans import Subscription
+from workers.storage.usage import Kind, SizeSample, storage_usage
 
 OCT = Period.month("2026-10")
 OCT_SECONDS = Decimal(31 * 86_400)
@@ -100,7 +101,7 @@ def test_empty_bucket_is_listed_with_zero() -> None:
 
 def test_usage_under_the_allowance_is_zero_never_negative() -> None:
     samples = [sample("vol-1", at(1, month=9), 50 * GB)]
-    record = one(storage_usage(samples, [Subscription("acct-a", Decimal(100))], OCT))
+    record = one(storage_usage(samples, [Subscription("acct-a", 100 * GB)], OCT))
     assert record.quantity == 0
     gross = str(50 * GB * OCT_SECONDS)
     assert record.attributes == {"gross_byte_seconds": gross, "included_byte_seconds": gross}
@@ -108,7 +109,7 @@ def test_usage_under_the_allowance_is_zero_never_negative() -> None:
 
 def test_usage_over_the_allowance_leaves_the_exact_remainder() -> None:
     samples = [sample("vol-1", at(1, month=9), 150 * GB + 1)]
-    record = one(storage_usage(samples, [Subscription("acct-a", Decimal(100))], OCT))
+    record = one(storage_usage(samples, [Subscription("acct-a", 100 * GB)], OCT))
     assert record.quantity == (50 * GB + 1) * OCT_SECONDS
     assert record.attributes["included_byte_seconds"] == str(100 * GB * OCT_SECONDS)
 
@@ -120,7 +121,7 @@ def test_allowance_is_spent_on_volumes_first_then_by_resource_id() -> None:
         sample("z-vol", before, 60 * GB),
         sample("m-vol", before, 30 * GB),
     ]
-    records = storage_usage(samples, [Subscription("acct-a", Decimal(100))], OCT)
+    records = storage_usage(samples, [Subscription("acct-a", 100 * GB)], OCT)
     included = {
         r.resource_id: Decimal(r.attributes["included_byte_seconds"]) / OCT_SECONDS / GB for r in records
     }
@@ -136,7 +137,7 @@ def test_account_without_subscription_is_untouched() -> None:
         sample("vol-a", before, 10 * GB, account="acct-a"),
         sample("vol-b", before, 10 * GB, account="acct-b"),
     ]
-    subscriptions = [Subscription("acct-a", Decimal(100)), Subscription("acct-idle", Decimal(100))]
+    subscriptions = [Subscription("acct-a", 100 * GB), Subscription("acct-idle", 100 * GB)]
     records = {r.account_id: r for r in storage_usage(samples, subscriptions, OCT)}
     assert set(records) == {"acct-a", "acct-b"}  # a subscription alone makes no record
     assert records["acct-a"].quantity == 0
@@ -146,9 +147,9 @@ def test_account_without_subscription_is_untouched() -> None:
 
 def test_allowance_is_per_billing_period_whatever_its_length() -> None:
     day = Period(period_id="2026-10-05", start=at(5), end=at(6))
-    assert Subscription("acct-a", Decimal("0.5")).allowance_byte_seconds(day) == GB // 2 * 86_400
-    assert str(Subscription("acct-a", Decimal("1E+2")).allowance_byte_seconds(day)) == str(100 * GB * 86_400)
-    record = one(storage_usage([sample("vol-1", at(1), 3 * GB)], [Subscription("acct-a", Decimal(1))], day))
+    assert Subscription("acct-a", GB // 2).allowance_byte_seconds(day) == GB // 2 * 86_400
+    assert str(Subscription("acct-a", 100 * GB).allowance_byte_seconds(day)) == str(100 * GB * 86_400)
+    record = one(storage_usage([sample("vol-1", at(1), 3 * GB)], [Subscription("acct-a", 1 * GB)], day))
     assert record.quantity == 2 * GB * 86_400
 
 
@@ -162,7 +163,7 @@ def test_input_order_does_not_matter_and_output_is_sorted() -> None:
         sample("bkt-9", at(3), 2 * GB, account="acct-a", kind="bucket"),
         sample("bkt-9", at(3), 2 * GB, account="acct-a", kind="bucket"),  # delivered twice: harmless
     ]
-    expected = storage_usage(samples, [Subscription("acct-b", Decimal(1))], OCT)
+    expected = storage_usage(samples, [Subscription("acct-b", 1 * GB)], OCT)
     assert [(r.account_id, r.resource_id) for r in expected] == [
         ("acct-a", "bkt-9"),
         ("acct-b", "vol-1"),
@@ -171,7 +172,7 @@ def test_input_order_does_not_matter_and_output_is_sorted() -> None:
     shuffled = list(samples)
     for seed in range(5):
         random.Random(seed).shuffle(shuffled)
-        assert storage_usage(shuffled, [Subscription("acct-b", Decimal(1))], OCT) == expected
+        assert storage_usage(shuffled, [Subscription("acct-b", 1 * GB)], OCT) == expected
 
 
 def test_times_in_other_zones_are_normalised_to_utc() -> None:
@@ -221,11 +222,17 @@ def test_invalid_samples_are_refused_naming_resource_and_field() -> None:
 
 
 def test_invalid_subscriptions_are_refused_naming_the_account() -> None:
-    with pytest.raises(ValueError, match=r"account 'acct-a': included_gb_month -1"):
-        Subscription("acct-a", Decimal(-1))
-    with pytest.raises(ValueError, match=r"account 'acct-a': included_gb_month NaN"):
-        Subscription("acct-a", Decimal("NaN"))
-    with pytest.raises(ValueError, match=r"account 'acct-a': included_gb_month must be a Decimal"):
+    with pytest.raises(ValueError, match=r"account 'acct-a': included_bytes -1 is not between 0 and"):
+        Subscription("acct-a", -1)
+    whole = r"account 'acct-a': included_bytes must be a whole number of bytes"
+    with pytest.raises(ValueError, match=whole):
+        Subscription("acct-a", Decimal("100"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=whole):
         Subscription("acct-a", 1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"account 'acct-a' has more than one subscription"):
-        storage_usage([], [Subscription("acct-a", Decimal(1)), Subscription("acct-a", Decimal(2))], OCT)
+    with pytest.raises(ValueError, match=r"account 'acct-a': effective_from must be a timezone-aware"):
+        Subscription("acct-a", GB, datetime(2026, 10, 1))
+    twice = [Subscription("acct-a", GB, OCT.start), Subscription("acct-a", 2 * GB, OCT.start)]
+    with pytest.raises(
+        ValueError, match=r"account 'acct-a' has two plans effective from 2026-10-01T00:00:00"
+    ):
+        storage_usage([], twice, OCT)

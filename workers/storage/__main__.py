@@ -55,7 +55,7 @@ def serve(db: DbOption = DEFAULT_DB) -> None:
             highlight=False,
         )
     else:
-        StorageStore(db).close()  # brings an older file's schema up to date (the usage scan's index)
+        StorageStore(db).close()  # brings an older file's schema up to date (usage index, plans)
     run_worker(StorageService(db))
 
 

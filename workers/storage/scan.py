@@ -10,10 +10,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Generator
 from datetime import datetime
-from decimal import Decimal
 from typing import Final
 
-from workers.storage.usage import KINDS, AccountSamples, Kind, ResourceSamples, Subscription
+from workers.storage.plans import Subscription
+from workers.storage.usage import KINDS, AccountSamples, Kind, ResourceSamples
 
 # One row per (account, resource, kind): its samples' times and sizes (-1: deleted) in index order,
 # i.e. in time order. The covering index samples_for_usage makes this one ordered scan (without it
@@ -26,7 +26,15 @@ WHERE at < ?
 GROUP BY account_id, resource_id, kind
 ORDER BY account_id, resource_id, kind
 """
-_SUBSCRIPTIONS: Final = "SELECT account_id, included_gb_month FROM subscriptions ORDER BY account_id"
+# Each account's plan in effect at a moment: its latest effective_from at or before it. SQLite
+# takes a bare column (included_bytes) from the row that holds the group's max(), by design.
+_PLANS_AT: Final = """
+SELECT account_id, included_bytes, max(effective_from)
+FROM plans
+WHERE effective_from <= ?
+GROUP BY account_id
+ORDER BY account_id
+"""
 _RESOURCE_COUNT: Final = (
     "SELECT count(*) FROM (SELECT resource_id FROM samples WHERE at < ? GROUP BY resource_id)"
 )
@@ -38,17 +46,20 @@ _DELETED: Final = -1
 _KIND_OF: Final[dict[str, Kind]] = {kind: kind for kind in KINDS}
 
 
-def account_samples(conn: sqlite3.Connection, end: str) -> Generator[AccountSamples, None, None]:
-    """Every account with samples before ``end`` (stored time text), in ``account_id`` order.
+def account_samples(
+    conn: sqlite3.Connection, end: str, plans_at: str
+) -> Generator[AccountSamples, None, None]:
+    """Every account with samples before ``end`` (stored time text), in ``account_id`` order, with
+    its plan in effect at ``plans_at`` (stored time text).
 
     Reads in one read transaction (one snapshot), held until the generator is exhausted or closed;
-    subscriptions are merged in from a second ordered scan. A resource under two accounts or of two
+    plans are merged in from a second ordered scan. A resource under two accounts or of two
     kinds raises ``ValueError`` when the scan ends, before the last account is given.
     """
     resources_cursor, plans_cursor = conn.cursor(), conn.cursor()
     resources_cursor.execute("BEGIN")  # one snapshot for both scans and the check after them
     try:
-        plans = _Plans(plans_cursor.execute(_SUBSCRIPTIONS))
+        plans = _Plans(plans_cursor.execute(_PLANS_AT, (plans_at,)))
         groups = 0
         account_id: str | None = None
         resources: list[ResourceSamples] = []
@@ -72,18 +83,19 @@ def account_samples(conn: sqlite3.Connection, end: str) -> Generator[AccountSamp
 
 
 class _Plans:
-    """Subscriptions read in ``account_id`` order, asked for in increasing ``account_id`` order."""
+    """Plans read in ``account_id`` order, asked for in increasing ``account_id`` order."""
 
     def __init__(self, rows: sqlite3.Cursor) -> None:
         self._rows = rows
-        self._next: tuple[str, str] | None = rows.fetchone()
+        self._next: tuple[str, int, str] | None = rows.fetchone()
 
     def of(self, account_id: str) -> Subscription | None:
         while self._next is not None and self._next[0] < account_id:
             self._next = self._rows.fetchone()
         if self._next is None or self._next[0] != account_id:
             return None
-        return Subscription(account_id, Decimal(self._next[1]))
+        _, included, effective_from = self._next
+        return Subscription(account_id, included, datetime.fromisoformat(effective_from))
 
 
 def _check_one_row_per_resource(conn: sqlite3.Connection, groups: int, end: str) -> None:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
 from contracts import Period
+from workers.storage.plans import Subscription, parse_bytes
 from workers.storage.store import StorageStore
 from workers.storage.usage import SizeSample
 
 GB: Final = 10**9
 VOLUME_SIZES_GB: Final = (8, 10, 20, 50, 100, 250, 500)
-INCLUDED_GB_MONTH: Final = Decimal(100)
+INCLUDED: Final = "100 GB"
+"""The allowance of a subscribed account: 100 x 10^9 bytes held all period, in effect since always."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class SeedSummary:
     def __str__(self) -> str:
         return (
             f"seeded {self.path} for {self.period_id}: {self.accounts} accounts "
-            f"({self.subscriptions} with {INCLUDED_GB_MONTH} GB-month included), "
+            f"({self.subscriptions} with {INCLUDED} included), "
             f"{self.volumes} volumes, {self.buckets} buckets, {self.samples} samples"
         )
 
@@ -51,7 +52,7 @@ def seed(store_path: Path, period: Period, *, accounts: int = 40, rng_seed: int 
 
     Each account has 0-3 volumes and 0-3 buckets: volumes created before or inside the period, some
     resized or deleted inside it, a few created and deleted before it (not billed); growing buckets;
-    ``acct-0001`` always has an empty bucket. About half the accounts include 100 GB-month.
+    ``acct-0001`` always has an empty bucket. About half the accounts have a plan of 100 GB.
     """
     if accounts < 0:
         raise ValueError(f"accounts must be >= 0, got {accounts}")
@@ -76,7 +77,8 @@ def seed(store_path: Path, period: Period, *, accounts: int = 40, rng_seed: int 
 
     store_path.parent.mkdir(parents=True, exist_ok=True)
     with StorageStore(store_path) as store:
-        written = store.replace_all(samples, dict.fromkeys(subscribed, INCLUDED_GB_MONTH))
+        included = parse_bytes(INCLUDED)
+        written = store.replace_all(samples, [Subscription(account, included) for account in subscribed])
     return SeedSummary(store_path, period.period_id, accounts, len(subscribed), volumes, buckets, written)
 
 

@@ -20,7 +20,8 @@ class StorageService:
     """Answers usage requests for volumes and buckets; satisfies ``workers.sdk.service.UsageService``.
 
     Emits metric ``block_storage`` (volumes) and ``object_storage`` (buckets), unit ``byte-second``,
-    after each account's included allowance.
+    after each account's included allowance: the plan in effect at the period's start, so a period
+    answered again later (a replay) gets the allowance it had then.
     """
 
     name: Final = "storage"
@@ -42,6 +43,6 @@ class StorageService:
     def _records(self, period: Period) -> Iterator[UsageRecord]:
         with (
             StorageStore(self.store_path, read_only=True, any_thread=True) as store,
-            closing(store.account_samples(before=period.end)) as accounts,
+            closing(store.account_samples(before=period.end, plans_at=period.start)) as accounts,
         ):
             yield from stream_storage_usage(accounts, period)

@@ -1,22 +1,29 @@
-"""The storage service's own SQLite database of size samples and subscriptions (stdlib sqlite3).
+"""The storage service's own SQLite database of size samples and plans (stdlib sqlite3).
 
 Times are stored as UTC ISO-8601 text with microseconds (``2026-10-01T00:00:00.000000+00:00``):
-fixed width, so text order is time order. Quantities are stored as decimal text, never floats.
+fixed width, so text order is time order. Sizes and allowances are whole bytes (INTEGER).
+
+A plan is a row per (account, ``effective_from``): the account's history of allowances. A file of
+the older schema (one ``subscriptions`` row per account, ``included_gb_month`` in 10^9-byte GB,
+no history) is migrated when it is opened for writing: each row becomes a plan of as many bytes,
+in effect since ``ALWAYS`` — the allowance it always had.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
 from workers.storage import bulk, scan
-from workers.storage.usage import AccountSamples, SizeSample, Subscription
+from workers.storage.plans import ALWAYS, Subscription, allowance_bytes, plan_histories
+from workers.storage.usage import AccountSamples, SizeSample
 
 # Secondary indexes, by name (the bulk path drops them and builds them again after its inserts).
 _INDEXES: Final = {
@@ -34,9 +41,11 @@ CREATE TABLE IF NOT EXISTS samples (
     size_bytes  INTEGER CHECK (size_bytes IS NULL OR size_bytes >= 0),
     PRIMARY KEY (resource_id, at)
 );
-CREATE TABLE IF NOT EXISTS subscriptions (
-    account_id        TEXT PRIMARY KEY,
-    included_gb_month TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS plans (
+    account_id     TEXT NOT NULL,
+    effective_from TEXT NOT NULL,
+    included_bytes INTEGER NOT NULL CHECK (included_bytes >= 0),
+    PRIMARY KEY (account_id, effective_from)
 );
 """ + "".join(f"{index};\n" for index in _INDEXES.values())
 
@@ -47,27 +56,52 @@ def _time_text(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-def _parse_included(account_id: str, value: object) -> Decimal:
-    where = f"subscription of account {account_id!r}: included_gb_month"
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Decimal(value)
-    if isinstance(value, str):
-        try:
-            return Decimal(value)
-        except InvalidOperation:
-            raise ValueError(f"{where} {value!r} is not a decimal number") from None
-    raise ValueError(f"{where} must be a Decimal, int or decimal string, got {value!r}")
+def _plan(account_id: str, included: int | str, effective_from: datetime) -> Subscription:
+    try:
+        size = allowance_bytes(included)
+    except ValueError as error:
+        raise ValueError(f"subscription of account {account_id!r}: included {error}") from None
+    return Subscription(account_id, size, effective_from)
+
+
+def _plan_row(plan: Subscription) -> tuple[str, str, int]:
+    return plan.account_id, _time_text(plan.effective_from), plan.included_bytes
+
+
+def _migrate_subscriptions(conn: sqlite3.Connection) -> None:
+    """Turn the older schema's ``subscriptions`` table into plans in effect since ``ALWAYS``.
+
+    Call inside a write transaction (another process may have migrated the file since it was checked).
+    """
+    if not _has_table(conn, "subscriptions"):
+        return
+    plans: list[tuple[str, str, int]] = []
+    for account_id, included in conn.execute("SELECT account_id, included_gb_month FROM subscriptions"):
+        size = Fraction(Decimal(included)) * 10**9  # that column always meant GB of 10^9 bytes
+        if size.denominator != 1:
+            raise ValueError(
+                f"subscription of account {account_id!r}: included_gb_month {included} is not a whole "
+                "number of bytes; correct it so that the store can migrate to plans in bytes"
+            )
+        plans.append(_plan_row(Subscription(account_id, int(size))))
+    conn.executemany("INSERT INTO plans (account_id, effective_from, included_bytes) VALUES (?, ?, ?)", plans)
+    conn.execute("DROP TABLE subscriptions")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(query, (name,)).fetchone() is not None
 
 
 class StorageStore:
-    """Size samples and subscriptions in one SQLite file; creates the schema if it is missing.
+    """Size samples and plans in one SQLite file; creates (or migrates) the schema if needed.
 
     ``read_only=True`` opens an existing database without writing to it (no schema creation) and
     raises ``FileNotFoundError`` if the file does not exist, so a mistyped path cannot pass for an
-    empty inventory. Use one store per thread: sqlite3 connections are not shared across threads,
-    unless ``any_thread=True`` and the caller makes sure two threads never use it at once.
+    empty inventory, and ``ValueError`` if it is not migrated to plans yet (an older file: opening
+    it for writing once, as ``python -m workers.storage serve`` does, migrates it). Use one store per
+    thread: sqlite3 connections are not shared across threads, unless ``any_thread=True`` and the
+    caller makes sure two threads never use it at once.
     """
 
     def __init__(self, path: Path | str, *, read_only: bool = False, any_thread: bool = False) -> None:
@@ -79,10 +113,19 @@ class StorageStore:
             self._conn = sqlite3.connect(
                 uri, uri=True, isolation_level=None, check_same_thread=not any_thread
             )
+            if not _has_table(self._conn, "plans") or _has_table(self._conn, "subscriptions"):
+                self._conn.close()
+                raise ValueError(
+                    f"storage database {self.path} is not migrated to plans yet: open it for writing "
+                    "once, as `python -m workers.storage serve` does, to migrate it"
+                )
         else:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=not any_thread)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(_SCHEMA)
+            if _has_table(self._conn, "subscriptions"):
+                with self.transaction():
+                    _migrate_subscriptions(self._conn)
 
     def __enter__(self) -> Self:
         return self
@@ -125,24 +168,17 @@ class StorageStore:
         with self.transaction():
             return sum(self._insert(sample) for sample in samples)
 
-    def replace_all(
-        self, samples: Iterable[SizeSample], subscriptions: Mapping[str, Decimal | int | str]
-    ) -> int:
-        """Replace every sample and subscription, in one transaction: the bulk path (seeding).
+    def replace_all(self, samples: Iterable[SizeSample], subscriptions: Iterable[Subscription]) -> int:
+        """Replace every sample and plan, in one transaction: the bulk path (seeding).
 
         Stores exactly the rows that ``clear()``, ``record_samples(samples)`` and one
-        ``set_subscription`` per item would, with the same rules, but checks the samples against
+        ``set_subscription`` per plan would, with the same rules, but checks the samples against
         each other in memory (``workers.storage.bulk``) instead of against the database one by one.
-        Returns how many samples were stored.
+        Two plans of an account effective at the same instant are refused. Returns how many samples
+        were stored.
         """
         rows = bulk.checked_rows(samples, _time_text)
-        plans = [
-            (
-                account_id,
-                str(Subscription(account_id, _parse_included(account_id, included)).included_gb_month),
-            )
-            for account_id, included in subscriptions.items()
-        ]
+        plans = [_plan_row(plan) for history in plan_histories(subscriptions).values() for plan in history]
         with self.transaction():
             # Building an index once after the inserts is much faster than updating it on each one.
             for name in _INDEXES:
@@ -155,7 +191,7 @@ class StorageStore:
             for statement in _INDEXES.values():
                 self._conn.execute(statement)
             self._conn.executemany(
-                "INSERT INTO subscriptions (account_id, included_gb_month) VALUES (?, ?)", plans
+                "INSERT INTO plans (account_id, effective_from, included_bytes) VALUES (?, ?, ?)", plans
             )
         return len(rows)
 
@@ -202,27 +238,39 @@ class StorageStore:
         )
         return True
 
-    def set_subscription(self, account_id: str, included_gb_month: Decimal | int | str) -> None:
-        """Create or replace the account's subscription; floats are refused (quantities must be exact)."""
-        subscription = Subscription(account_id, _parse_included(account_id, included_gb_month))
+    def set_subscription(
+        self, account_id: str, included: int | str, *, effective_from: datetime = ALWAYS
+    ) -> None:
+        """Give the account a plan of ``included`` bytes from ``effective_from`` on.
+
+        ``included`` is whole bytes (int) or text with its unit: ``"100 GB"`` (10^9 bytes each) or
+        ``"100 GiB"`` (2^30 bytes each); a bare number or a float is refused. A plan at the same
+        ``effective_from`` is replaced; to end a plan, give the account 0 bytes from then on.
+        """
+        plan = _plan(account_id, included, effective_from)
         with self.transaction():
             self._conn.execute(
-                "INSERT INTO subscriptions (account_id, included_gb_month) VALUES (?, ?) "
-                "ON CONFLICT (account_id) DO UPDATE SET included_gb_month = excluded.included_gb_month",
-                (subscription.account_id, str(subscription.included_gb_month)),
+                "INSERT INTO plans (account_id, effective_from, included_bytes) VALUES (?, ?, ?) "
+                "ON CONFLICT (account_id, effective_from) "
+                "DO UPDATE SET included_bytes = excluded.included_bytes",
+                _plan_row(plan),
             )
 
-    def remove_subscription(self, account_id: str) -> bool:
-        """Delete the account's subscription; returns False if it had none."""
+    def remove_subscription(self, account_id: str, *, effective_from: datetime = ALWAYS) -> bool:
+        """Delete the account's plan that takes effect at ``effective_from`` (a mistaken entry; the
+        plans before and after it stay); returns False if there was none."""
         with self.transaction():
-            cursor = self._conn.execute("DELETE FROM subscriptions WHERE account_id = ?", (account_id,))
+            cursor = self._conn.execute(
+                "DELETE FROM plans WHERE account_id = ? AND effective_from = ?",
+                (account_id, _time_text(effective_from)),
+            )
         return cursor.rowcount > 0
 
     def clear(self) -> None:
-        """Delete every sample and subscription (the schema stays)."""
+        """Delete every sample and plan (the schema stays)."""
         with self.transaction():
             self._conn.execute("DELETE FROM samples")
-            self._conn.execute("DELETE FROM subscriptions")
+            self._conn.execute("DELETE FROM plans")
 
     def samples(self, *, before: datetime | None = None) -> list[SizeSample]:
         """Every sample, ordered by (resource_id, at); ``before`` keeps only samples taken earlier.
@@ -244,18 +292,25 @@ class StorageStore:
         ]
 
     def subscriptions(self) -> list[Subscription]:
-        """Every subscription, ordered by account_id."""
+        """Every plan of every account, the whole history, ordered by (account_id, effective_from)."""
         rows = self._conn.execute(
-            "SELECT account_id, included_gb_month FROM subscriptions ORDER BY account_id"
+            "SELECT account_id, included_bytes, effective_from FROM plans ORDER BY account_id, effective_from"
         ).fetchall()
-        return [Subscription(account_id, Decimal(included)) for account_id, included in rows]
+        return [
+            Subscription(account_id, included, datetime.fromisoformat(effective_from))
+            for account_id, included, effective_from in rows
+        ]
 
-    def account_samples(self, *, before: datetime) -> Generator[AccountSamples, None, None]:
-        """Every account's samples taken before ``before``, with its subscription, account by account.
+    def account_samples(
+        self, *, before: datetime, plans_at: datetime
+    ) -> Generator[AccountSamples, None, None]:
+        """Every account's samples taken before ``before``, with its plan in effect at ``plans_at``
+        (a period's start), account by account.
 
         Accounts come in increasing ``account_id`` order, each resource's samples in time order, one
         account in memory at a time, all of it from one snapshot (see ``workers.storage.scan``).
         """
-        if before.utcoffset() is None:
-            raise ValueError(f"before must be a timezone-aware datetime, got {before!r}")
-        return scan.account_samples(self._conn, _time_text(before))
+        for name, moment in (("before", before), ("plans_at", plans_at)):
+            if moment.utcoffset() is None:
+                raise ValueError(f"{name} must be a timezone-aware datetime, got {moment!r}")
+        return scan.account_samples(self._conn, _time_text(before), _time_text(plans_at))

@@ -1,5 +1,7 @@
 """Storage usage for a billing period: time-weighted byte-seconds, less the included allowance.
 
+The allowance is the account's plan in effect at the period's start (``workers.storage.plans``).
+
 Pure: no I/O. A resource's size is a step function of time. A sample's size holds from its time
 until the resource's next sample. Before the first sample the resource did not exist, and after a
 deletion marker (``size_bytes=None``) it exists no more.
@@ -28,12 +30,12 @@ from itertools import pairwise
 from typing import Final, Literal
 
 from contracts import Period, UsageRecord
+from workers.storage.plans import Subscription, in_effect, plan_histories
 
 Kind = Literal["volume", "bucket"]
 KINDS: Final[tuple[Kind, ...]] = ("volume", "bucket")
 METRICS: Final[Mapping[str, str]] = {"volume": "block_storage", "bucket": "object_storage"}
 UNIT: Final = "byte-second"
-BYTES_PER_GB: Final = Decimal(10**9)
 _KIND_ORDER: Final[Mapping[str, int]] = {kind: order for order, kind in enumerate(KINDS)}
 
 # Decimal's default 28 digits would silently round petabyte-scale byte-seconds; 80 digits plus an
@@ -118,38 +120,6 @@ class SizeSample:
 
 
 @dataclass(frozen=True, slots=True)
-class Subscription:
-    """An account's plan: ``included_gb_month`` GB-month of storage per billing period, free."""
-
-    account_id: str
-    included_gb_month: Decimal
-
-    def __post_init__(self) -> None:
-        _check_id("subscription", "account_id", self.account_id, 128)
-        where = f"subscription of account {self.account_id!r}"
-        value: object = self.included_gb_month
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = Decimal(value)
-            object.__setattr__(self, "included_gb_month", value)
-        if not isinstance(value, Decimal):
-            raise ValueError(f"{where}: included_gb_month must be a Decimal, got {value!r}")
-        if not value.is_finite() or value < 0:
-            raise ValueError(f"{where}: included_gb_month {value} must be a finite number >= 0")
-
-    def allowance_byte_seconds(self, period: Period) -> Decimal:
-        """The allowance in byte-seconds: ``included_gb_month * 10**9 * period.seconds``.
-
-        A "month" is the billing period itself, whatever its length, so 1 GB-month is one GB held
-        for the whole period. The coordinator's normalizer converts byte-seconds to GB-month the
-        same way, so an account exactly at its allowance is billed zero.
-        """
-        with localcontext(_EXACT):
-            allowance = self.included_gb_month * BYTES_PER_GB * period.seconds
-            # A whole number is written with exponent 0 so it prints as digits, never as "1.0E+11".
-            return allowance.quantize(Decimal(1)) if allowance == allowance.to_integral_value() else allowance
-
-
-@dataclass(frozen=True, slots=True)
 class _Step:
     start: datetime
     end: datetime | None
@@ -181,16 +151,22 @@ def storage_usage(
     """One ``UsageRecord`` per resource that existed at any moment of ``[period.start, period.end)``.
 
     The quantity is the resource's byte-seconds inside the period, less the share of its account's
-    allowance allocated to it. The allowance is spent greedily, volumes before buckets, then by
-    ``resource_id``, and never takes a quantity below zero. Attributes carry ``gross_byte_seconds``
-    and ``included_byte_seconds``. Records are sorted by ``(account_id, resource_id)``.
+    allowance allocated to it: ``subscriptions`` may hold each account's plan history, and the plan
+    in effect at ``period.start`` applies. The allowance is spent greedily, volumes before buckets,
+    then by ``resource_id``, and never takes a quantity below zero. Attributes carry
+    ``gross_byte_seconds`` and ``included_byte_seconds``. Records are sorted by
+    ``(account_id, resource_id)``.
 
     Samples may come in any order. Raises ``ValueError`` naming the resource on a sample after its
     deletion, a deletion without an earlier size, two different samples at the same instant, or a
-    resource whose kind or account changes; and naming the account on a duplicate subscription.
+    resource whose kind or account changes; and naming the account on two plans taking effect at
+    the same instant.
     """
     histories = _histories(samples)
-    plans = _plans(subscriptions)
+    plans = {
+        account_id: in_effect(history, period.start)
+        for account_id, history in plan_histories(subscriptions).items()
+    }
     by_account: dict[str, list[_History]] = defaultdict(list)
     for history in histories:
         if history.exists_during(period):
@@ -247,7 +223,8 @@ class ResourceSamples:
 
 @dataclass(frozen=True, slots=True)
 class AccountSamples:
-    """Every resource of one account with the account's subscription (``None``: no allowance)."""
+    """Every resource of one account with its plan in effect at the period's start (``None``: no
+    allowance)."""
 
     account_id: str
     subscription: Subscription | None
@@ -274,12 +251,20 @@ def stream_storage_usage(accounts: Iterable[AccountSamples], period: Period) -> 
 def account_usage(account: AccountSamples, period: Period) -> list[UsageRecord]:
     """The records ``storage_usage`` gives for one account's resources and subscription.
 
+    Raises ``ValueError`` if the subscription only takes effect after the period's start.
+
     Same arithmetic, done cheaply: each resource's byte-seconds are summed as whole byte-microseconds
     (Python ints) and turned into a Decimal once, with the exponent the sum of per-interval Decimals
     would have had, so quantities and attributes are identical, digit for digit.
     """
     grosses: list[tuple[str, Kind, Decimal]] = []
     start, end = period.start, period.end
+    plan = account.subscription
+    if plan is not None and plan.effective_from > start:
+        raise ValueError(
+            f"account {account.account_id!r}: its plan takes effect at {plan.effective_from.isoformat()}, "
+            f"after the period's start {start.isoformat()}"
+        )
     with localcontext(_EXACT):
         for resource in account.resources:
             gross = _gross_byte_seconds(resource, start, end)
@@ -364,15 +349,6 @@ def _inconsistent(resource: ResourceSamples) -> ValueError:
     if None in sizes[:-1]:
         return ValueError(f"{where}: a sample comes after its deletion")
     return ValueError(f"{where}: sample times do not strictly increase")
-
-
-def _plans(subscriptions: Iterable[Subscription]) -> dict[str, Subscription]:
-    plans: dict[str, Subscription] = {}
-    for subscription in subscriptions:
-        if subscription.account_id in plans:
-            raise ValueError(f"account {subscription.account_id!r} has more than one subscription")
-        plans[subscription.account_id] = subscription
-    return plans
 
 
 def _histories(samples: Iterable[SizeSample]) -> list[_History]:
