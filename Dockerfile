@@ -31,6 +31,7 @@ COPY pyproject.toml README.md ./
 COPY contracts ./contracts
 COPY accounting ./accounting
 COPY workers ./workers
+COPY observability ./observability
 RUN /opt/reckon/bin/pip install --no-cache-dir . \
     && /opt/reckon/bin/reckon --help > /dev/null
 
@@ -55,6 +56,7 @@ ENV PATH=/opt/reckon/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     RECKON_CONFIG=/etc/reckon/reckon.toml \
     RECKON_HTTP_PORT=8080 \
+    RECKON_LOG_FORMAT=json \
     RECKON_COMPUTE_DB=/var/lib/reckon/compute.sqlite3 \
     RECKON_STORAGE_DB=/var/lib/reckon/storage.sqlite3
 

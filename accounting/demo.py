@@ -73,7 +73,13 @@ async def worker_processes(
     services: Sequence[str], workdir: Path, settings: Settings
 ) -> AsyncIterator[list[asyncio.subprocess.Process]]:
     """Start ``python -m workers.<service> serve`` for each service; stop them all on exit."""
-    env = {**os.environ, "AMQP_URL": settings.amqp_url, "RECKON_NAMESPACE": settings.namespace}
+    # No operations server: two workers on one machine would both want RECKON_HTTP_PORT.
+    env = {
+        **os.environ,
+        "AMQP_URL": settings.amqp_url,
+        "RECKON_NAMESPACE": settings.namespace,
+        "RECKON_HTTP_PORT": "",
+    }
     processes = []
     try:
         for service in services:

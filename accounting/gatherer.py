@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from accounting import metrics
 from accounting.broker import broker_user
 from accounting.core.gather import (
     DEFAULT_LIMITS,
@@ -46,6 +48,7 @@ from accounting.core.gather import (
     TransportLost,
 )
 from contracts import CONTENT_TYPE, Period, Topology, UsageRequest
+from observability import tracing
 
 log = logging.getLogger("reckon.gather")
 
@@ -99,6 +102,9 @@ _Item = AbstractIncomingMessage | GatherEvent | _Asked
 class _Session:
     machine: Gather
     inbox: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+    started: float = field(default_factory=time.monotonic)
+    settled: set[str] = field(default_factory=set)
+    """Services whose answer settled, for the per-service latency (``metrics.settled``)."""
 
 
 class UsageGatherer:
@@ -206,9 +212,12 @@ class UsageGatherer:
         settled = self._settled.get(correlation_id)
         if settled is None:
             self.unknown_replies += 1
+            metrics.REPLIES_REJECTED.labels("unknown_correlation").inc()
             log.warning("reply with unknown correlation id %r ignored", message.correlation_id)
         else:
+            before = metrics.snapshot(settled)
             settled.handle(ReplyReceived(correlation_id, message.body, self._clock(), message.user_id))
+            metrics.reply_handled(settled, before)
             log.info("reply %s ignored (%s)", correlation_id, dict(settled.ignored))
         await _ack(message)
 
@@ -280,6 +289,8 @@ class UsageGatherer:
             expiration=max(deadline - self._clock(), _MIN_EXPIRATION),
             timestamp=self._clock(),
             user_id=self.user,
+            # The report's trace (from PeriodClosed, else derived from the report id), a span per request.
+            headers=(tracing.current() or tracing.TraceContext.for_report(report_id)).child().headers(),
         )
 
     async def _ask(
@@ -335,6 +346,7 @@ class UsageGatherer:
                 # must not keep them unacknowledged, holding the reply queue's prefetch.
                 for message in messages:
                     await _ack(message)
+            metrics.settled(machine, session.settled, time.monotonic() - session.started)
             if on_progress is not None:
                 on_progress(machine)
             if machine.decided and machine.reasons and not announced:
@@ -366,10 +378,10 @@ class UsageGatherer:
             asked[item.service] = item.request_id
         elif isinstance(item, AbstractIncomingMessage):
             messages.append(item)
-            before = sum(machine.ignored.values())
+            before = metrics.snapshot(machine)
             received = ReplyReceived(item.correlation_id, item.body, self._clock(), item.user_id)
             actions.extend(machine.handle(received))
-            if sum(machine.ignored.values()) > before:
+            if metrics.reply_handled(machine, before):
                 log.warning(
                     "reply %s from user %r ignored (%s)",
                     item.correlation_id,
@@ -387,7 +399,9 @@ class UsageGatherer:
                 session.machine.request_sent(item.service)
             elif isinstance(item, AbstractIncomingMessage):
                 late = ReplyReceived(item.correlation_id, item.body, self._clock(), item.user_id)
+                before = metrics.snapshot(session.machine)
                 session.machine.handle(late)
+                metrics.reply_handled(session.machine, before)
                 await _ack(item)
 
 

@@ -12,6 +12,7 @@ from accounting.broker import QueueConsumer
 from accounting.coordinator import Coordinator, transient
 from accounting.store.repository import ReportRecord
 from contracts import PeriodClosed, Topology
+from observability import tracing
 
 log = logging.getLogger("reckon.coordinator")
 
@@ -58,7 +59,9 @@ class PeriodConsumer(QueueConsumer):
         await message.ack()
         self.handled += 1
         if record is not None:
-            self._coordinator.start_building(record)
+            # The build (a task of its own) inherits the event's trace context (``traceparent``).
+            with tracing.traced(tracing.from_headers(message.headers)):
+                self._coordinator.start_building(record)
 
     async def _accept(self, event: PeriodClosed) -> ReportRecord | None:
         """Store the report, retrying in this process while the store is briefly unreachable: the

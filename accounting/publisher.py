@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
+from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
@@ -12,6 +13,7 @@ from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from accounting.broker import broker_user, declare_coordinator_topology
+from accounting.traces import report_trace
 from contracts import CONTENT_TYPE, Topology
 
 log = logging.getLogger("reckon.publish")
@@ -96,6 +98,7 @@ class AmqpEventPublisher:
             message_id=event.message_id,
             type=event.message_type,
             user_id=self.user_id,
+            headers=_trace_headers(event),
         )
         try:  # the common case, without the retry machinery's cost per message
             returned = await exchange.publish(
@@ -126,3 +129,9 @@ class AmqpEventPublisher:
                     message, event.routing_key, mandatory=event.mandatory, timeout=self._confirm_timeout
                 )
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+
+def _trace_headers(event: Outgoing) -> dict[str, Any]:
+    """``traceparent`` of the report the event belongs to (an outbox row names its report)."""
+    report_id = getattr(event, "report_id", None)
+    return report_trace(report_id).headers() if isinstance(report_id, UUID) else {}

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from accounting import metrics
 from accounting.publisher import Publisher, Unroutable
 from accounting.store.repository import OutboxRow, ReportStore
 from accounting.supervisor import TaskHealth, supervise
@@ -125,7 +126,9 @@ class OutboxRelay:
             return
         for report_id in await self._store.mark_sent(rows, self._clock()):
             log.info("report %s completed: every event confirmed", report_id)
+            metrics.report_completed()
         self.sent += len(rows)
+        metrics.published([row.message_type for row in rows])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, supervised: on start this resumes every row left unsent,

@@ -6,13 +6,19 @@ import aio_pika
 from aio_pika.abc import AbstractConnection
 
 from accounting.broker import declare_coordinator_topology
-from contracts import CONTENT_TYPE, ROUTING_PERIOD_CLOSED, Period, PeriodClosed, Topology
+from contracts import CONTENT_TYPE, ROUTING_PERIOD_CLOSED, Period, PeriodClosed, Topology, report_id
+from observability.tracing import TraceContext
 
 
 async def close_period(
     connection: AbstractConnection, topology: Topology, period: Period, requested_by: str
 ) -> PeriodClosed:
-    """Publish PeriodClosed, persistent and confirmed; the queue is declared first so it is never lost."""
+    """Publish PeriodClosed, persistent and confirmed; the queue is declared first so it is never lost.
+
+    It starts the report's trace: ``traceparent`` with the trace id derived from the id of the
+    report it asks for (revision 1), so every later message about that report carries the same
+    trace id, whichever process sends it (``accounting/traces.py``).
+    """
     event = PeriodClosed.for_period(period, requested_by)
     async with connection.channel(publisher_confirms=True) as channel:
         await declare_coordinator_topology(channel, topology)
@@ -24,6 +30,7 @@ async def close_period(
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=f"period-closed/{period.period_id}",
                 type=PeriodClosed.__name__,
+                headers=TraceContext.for_report(report_id(period.period_id, 1)).headers(),
             ),
             ROUTING_PERIOD_CLOSED,
             mandatory=True,

@@ -12,7 +12,7 @@ import pytest
 from tests.deploy.tools import ROOT, credentials, run_ok, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
-PACKAGES = ("contracts", "accounting", "workers")
+PACKAGES = ("contracts", "accounting", "workers", "observability")
 SECRET_NAMES = re.compile(
     r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|AMQP_URL|STORE_URL", re.I
 )

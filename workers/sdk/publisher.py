@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractExchange
@@ -38,7 +40,9 @@ class ReplyPublisher:
         timeout: float,
         service: str,
         user_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
     ) -> None:
+        """``headers`` go on every reply (the ``traceparent`` of the answer)."""
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self._exchange = exchange
@@ -47,6 +51,7 @@ class ReplyPublisher:
         self._timeout = timeout
         self._service = service
         self._user_id = user_id
+        self._headers: dict[str, Any] | None = dict(headers) if headers else None
         self._in_flight: set[asyncio.Task[object]] = set()
         self.returned = False
         self.sent = 0
@@ -94,6 +99,7 @@ class ReplyPublisher:
                 timestamp=datetime.now(UTC),
                 # The broker checks it against the connection's user: the coordinator knows who sent it.
                 user_id=self._user_id,
+                headers=self._headers,
             ),
             routing_key=self._reply_to,
             mandatory=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Self
@@ -12,6 +13,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from contracts import Topology, UsageRequest
+from observability import logs, tracing
+from workers.sdk import metrics
 from workers.sdk.protocol import (
     Chunker,
     Expired,
@@ -50,6 +53,9 @@ class Responder:
         self._queue = queue
         self._settings = settings
         self._consumer_tag: str | None = None
+        self._in_flight: set[asyncio.Task[object]] = set()
+        for outcome in ("answered", "refused", "expired", "failed"):
+            metrics.REQUESTS.labels(service.name, outcome)  # every series exists from the start, at 0
         self.user = user
         """The broker user this service connects as: its replies carry it as ``user_id``."""
 
@@ -84,24 +90,65 @@ class Responder:
         log.info("service %s consuming %s", service.name, spec.name)
         return responder
 
-    async def close(self) -> None:
-        """Stop consuming and close the channel; safe to call twice."""
+    @property
+    def consuming(self) -> bool:
+        """Taking requests: the consumer is registered and its channel open (for readiness)."""
+        return self._consumer_tag is not None and not self._channel.is_closed
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered now."""
+        return len(self._in_flight)
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop consuming, give the answers in flight ``grace`` seconds to finish (each is then
+        acknowledged), cancel those still running, and close the channel: every request delivered
+        and not acknowledged goes back to the queue, for another replica. Safe to call twice."""
         if self._consumer_tag is not None and not self._channel.is_closed:
             await self._queue.cancel(self._consumer_tag)
         self._consumer_tag = None
+        if self._in_flight:
+            running = set(self._in_flight)
+            _, unfinished = await asyncio.wait(running, timeout=grace) if grace > 0 else (set(), running)
+            if unfinished:
+                log.warning(
+                    "service %s: %d answer(s) not finished within %gs: given back to the queue",
+                    self.service.name,
+                    len(unfinished),
+                    grace,
+                )
+                for task in unfinished:
+                    task.cancel()
+                await asyncio.gather(*unfinished, return_exceptions=True)
         if not self._channel.is_closed:
             await self._channel.close()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         # aio-pika may swallow exceptions raised here, so every failure is logged before it leaves.
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        trace = tracing.from_headers(message.headers)
+        in_flight = metrics.IN_FLIGHT.labels(self.service.name)
+        in_flight.inc()
         try:
-            await self._handle(message)
+            # This answer's span of the request's trace: its id is the parent id on every reply.
+            with (
+                tracing.traced(trace.child() if trace else None),
+                logs.bound(request_id=message.correlation_id),
+            ):
+                await self._handle(message)
         except Exception:
+            metrics.REQUESTS.labels(self.service.name, "failed").inc()
             log.exception(
                 "service %s: request %s failed; requeued", self.service.name, message.correlation_id
             )
             if not message.processed and not self._channel.is_closed:
                 await message.nack(requeue=True)
+        finally:
+            in_flight.dec()
+            if task is not None:
+                self._in_flight.discard(task)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         decision = decide(
@@ -114,6 +161,7 @@ class Responder:
         )
         match decision:
             case Refuse(reply=reply, why=why):
+                metrics.REQUESTS.labels(self.service.name, "refused").inc()
                 log.error("service %s refused a request: %s", self.service.name, why)
                 if reply is not None and message.reply_to:
                     async with self._publisher(message.reply_to) as publisher:
@@ -121,6 +169,7 @@ class Responder:
                         await publisher.flush()
                 await message.reject(requeue=False)  # parked in the dead-letter queue for an operator
             case Expired(request=request):
+                metrics.REQUESTS.labels(self.service.name, "expired").inc()
                 log.warning(
                     "service %s skipped request %s of report %s: its deadline %s has passed",
                     self.service.name,
@@ -134,8 +183,12 @@ class Responder:
                     log.error("service %s: request %s has no reply_to", self.service.name, request.request_id)
                     await message.reject(requeue=False)
                     return
-                await self._answer(request, message.reply_to)
-                await message.ack()
+                started = time.monotonic()
+                with logs.bound(report_id=request.report_id):
+                    await self._answer(request, message.reply_to)
+                    await message.ack()
+                metrics.REQUESTS.labels(self.service.name, "answered").inc()
+                metrics.ANSWER_SECONDS.labels(self.service.name).observe(time.monotonic() - started)
 
     def _publisher(self, reply_to: str) -> ReplyPublisher:
         return ReplyPublisher(
@@ -145,6 +198,7 @@ class Responder:
             timeout=self._settings.publish_timeout_seconds,
             service=self.service.name,
             user_id=self.user,
+            headers=trace.headers() if (trace := tracing.current()) is not None else None,
         )
 
     async def _answer(self, request: UsageRequest, reply_to: str) -> None:
@@ -203,6 +257,7 @@ class Responder:
             await publisher.flush()
         finally:
             await records.aclose()
+            metrics.RECORDS_SENT.labels(self.service.name).inc(chunker.records_sent)
 
 
 def connection_user(connection: AbstractConnection) -> str:

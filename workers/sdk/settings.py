@@ -22,6 +22,9 @@ class WorkerSettings(BaseSettings):
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
     publish_window: int = Field(default=16, ge=1, le=1000)
     """How many reply chunks of one answer may await their publisher confirm at once."""
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
+    """On SIGTERM: stop taking requests, then give the answers in flight this long to finish; what
+    is still unacknowledged after it goes back to the queue for another replica."""
     coordinator_user: str | None = Field(default=None, min_length=1, max_length=255)
     """The broker user the coordinator connects as (``RECKON_COORDINATOR_USER``): only requests it
     sent (AMQP ``user_id``, verified by the broker) are answered. None: this service's own user
