@@ -177,25 +177,14 @@ class Pricer:
     ) -> tuple[list[UsageRow], dict[str, InvoiceIssued], str | None]:
         """The next window's records and the superseded invoices of its accounts."""
         started = time.perf_counter()
-        rows, upto = await self._window(gather_id, after)
+        rows, upto = await self._store.usage_window(gather_id, after, self._page)
         superseded = (
-            {} if supersedes is None else await self._store.superseded_invoices(supersedes, after, upto)
+            {}
+            if supersedes is None
+            else await self._store.invoices_by_account(supersedes, after=after, upto=upto)
         )
         times.read += time.perf_counter() - started
         return rows, superseded, upto
-
-    async def _window(self, gather_id: int, after: str) -> tuple[list[UsageRow], str | None]:
-        """The next whole accounts after ``after`` and the last of them (None: this is the end)."""
-        rows = await self._store.usage_page(gather_id, after, self._page)
-        if len(rows) < self._page:
-            return rows, None
-        last = rows[-1][0]
-        cut = len(rows)
-        while cut > 0 and rows[cut - 1][0] == last:  # the page may end inside an account
-            cut -= 1
-        if cut == 0:  # one account with more records than a page: take it whole
-            return await self._store.usage_of_account(gather_id, last), last
-        return rows[:cut], rows[cut - 1][0]
 
     async def _stage(self, key: ReportKey, window: PricedWindow, times: StageTimes) -> None:
         if not window.invoices and not window.credit_notes:

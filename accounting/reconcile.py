@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from accounting.core.billing import converter_for
 from accounting.core.lifecycle import ReportStatus
@@ -24,7 +23,6 @@ from accounting.core.reconcile import AccountTrace, UsageRow, trace_account
 from accounting.core.reconcile_totals import Totals, TotalsBuilder
 from accounting.core.report import ReportKey
 from accounting.inspect import find_report
-from accounting.store import schema
 from accounting.store.repository import ReportRecord, ReportStore
 from contracts import InvoiceIssued
 
@@ -93,7 +91,7 @@ async def account_traces(
     records or a stored invoice, traced and checked against its invoice."""
     if account is not None:
         rows = await store.usage_of_account(target.gather_id, account)
-        invoices = await _invoices(store, target, after=None, upto=None, only=account)
+        invoices = await store.invoices_by_account(target.record.report_id, account_id=account)
         if not rows and not invoices:
             raise CannotReconcile(
                 f"account {account} has neither records nor an invoice in report "
@@ -103,8 +101,8 @@ async def account_traces(
         return
     after = ""
     while True:
-        rows, upto = await _page(store, target.gather_id, after, page_records)
-        invoices = await _invoices(store, target, after=after, upto=upto)
+        rows, upto = await store.usage_window(target.gather_id, after, page_records)
+        invoices = await store.invoices_by_account(target.record.report_id, after=after, upto=upto)
         by_account: dict[str, list[UsageRow]] = {}
         for row in rows:
             by_account.setdefault(row[0], []).append(row)
@@ -127,37 +125,3 @@ def _trace(
     target: Target, account: str, rows: list[UsageRow] | tuple[()], invoice: InvoiceIssued | None
 ) -> AccountTrace:
     return trace_account(account, rows, converter=target.converter, card=target.card, stored=invoice)
-
-
-async def _page(
-    store: ReportStore, gather_id: int, after: str, limit: int
-) -> tuple[list[UsageRow], str | None]:
-    """The next whole accounts after ``after`` and the last of them (None: this is the end)."""
-    rows = await store.usage_page(gather_id, after, limit)
-    if len(rows) < limit:
-        return rows, None
-    last = rows[-1][0]
-    cut = len(rows)
-    while cut > 0 and rows[cut - 1][0] == last:  # the page may end inside an account
-        cut -= 1
-    if cut == 0:  # one account with more records than a page: take it whole
-        return await store.usage_of_account(gather_id, last), last
-    return rows[:cut], rows[cut - 1][0]
-
-
-async def _invoices(
-    store: ReportStore, target: Target, *, after: str | None, upto: str | None, only: str | None = None
-) -> dict[str, InvoiceIssued]:
-    """Account → stored invoice of the report, for accounts in ``(after, upto]`` (None: unbounded),
-    or of ``only``. (``store.invoices`` reads a report's invoices all at once.)"""
-    table = schema.invoices
-    query = select(table.c.account_id, table.c.body).where(table.c.report_id == str(target.record.report_id))
-    if only is not None:
-        query = query.where(table.c.account_id == only)
-    if after is not None:
-        query = query.where(table.c.account_id > after)
-    if upto is not None:
-        query = query.where(table.c.account_id <= upto)
-    async with store.engine.connect() as connection:
-        rows = (await connection.execute(query)).all()
-    return {row.account_id: InvoiceIssued.model_validate_json(row.body) for row in rows}

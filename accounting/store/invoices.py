@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accounting.core.lifecycle import ReportStatus
@@ -240,39 +240,15 @@ class InvoicesRepository:
         account_id: str | None = None,
     ) -> list[InvoiceIssued]:
         """Issued invoices (of reports publishing or completed), by report, period, id or account."""
-        table, reports = schema.invoices, schema.reports
-        query = (
-            select(table.c.body)
-            .join(reports, reports.c.report_id == table.c.report_id)
-            .where(reports.c.status.in_([status.value for status in ISSUED]))
-            .order_by(table.c.period_id, table.c.revision, table.c.account_id)
-        )
-        if report_id is not None:
-            query = query.where(table.c.report_id == str(report_id))
-        if period_id is not None:
-            query = query.where(table.c.period_id == period_id)
-        if invoice_id is not None:
-            query = query.where(table.c.invoice_id == str(invoice_id))
-        if account_id is not None:
-            query = query.where(table.c.account_id == account_id)
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        return [InvoiceIssued.model_validate_json(row.body) for row in rows]
-
-    async def superseded_invoices(
-        self, report_id: UUID, after: str, upto: str | None
-    ) -> dict[str, InvoiceIssued]:
-        """Account → invoice of a report, for accounts in ``(after, upto]`` (``upto`` None: to the
-        end): what a forced replay credits and corrects."""
         table = schema.invoices
-        query = select(table.c.account_id, table.c.body).where(
-            table.c.report_id == str(report_id), table.c.account_id > after
+        bodies = await self._issued(
+            table,
+            report_id=report_id,
+            period_id=period_id,
+            invoice_id=invoice_id,
+            account_id=account_id,
         )
-        if upto is not None:
-            query = query.where(table.c.account_id <= upto)
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        return {row.account_id: InvoiceIssued.model_validate_json(row.body) for row in rows}
+        return [InvoiceIssued.model_validate_json(body) for body in bodies]
 
     async def credit_notes(
         self,
@@ -284,24 +260,49 @@ class InvoicesRepository:
     ) -> list[CreditNoteIssued]:
         """Issued credit notes (of reports publishing or completed), by report, period, id, or the
         invoice they cancel."""
-        table, reports = schema.credit_notes, schema.reports
+        table = schema.credit_notes
+        bodies = await self._issued(
+            table, report_id=report_id, period_id=period_id, credit_note_id=credit_note_id, credits=credits
+        )
+        return [CreditNoteIssued.model_validate_json(body) for body in bodies]
+
+    async def _issued(self, table: Table, **equal: UUID | str | None) -> list[str]:
+        """Bodies of ``table``'s rows of issued reports whose columns equal the given values."""
+        reports = schema.reports
         query = (
             select(table.c.body)
             .join(reports, reports.c.report_id == table.c.report_id)
             .where(reports.c.status.in_([status.value for status in ISSUED]))
             .order_by(table.c.period_id, table.c.revision, table.c.account_id)
         )
-        if report_id is not None:
-            query = query.where(table.c.report_id == str(report_id))
-        if period_id is not None:
-            query = query.where(table.c.period_id == period_id)
-        if credit_note_id is not None:
-            query = query.where(table.c.credit_note_id == str(credit_note_id))
-        if credits is not None:
-            query = query.where(table.c.credits == str(credits))
+        for column, value in equal.items():
+            if value is not None:
+                query = query.where(table.c[column] == str(value))
+        async with self.engine.connect() as connection:
+            return [row.body for row in (await connection.execute(query)).all()]
+
+    async def invoices_by_account(
+        self,
+        report_id: UUID,
+        *,
+        after: str | None = None,
+        upto: str | None = None,
+        account_id: str | None = None,
+    ) -> dict[str, InvoiceIssued]:
+        """Account → invoice of a report (whatever its status), for accounts in ``(after, upto]``
+        (None: unbounded) or ``account_id`` alone: what a forced replay credits and corrects, and
+        what a reconciliation checks, a window at a time."""
+        table = schema.invoices
+        query = select(table.c.account_id, table.c.body).where(table.c.report_id == str(report_id))
+        if account_id is not None:
+            query = query.where(table.c.account_id == account_id)
+        if after is not None:
+            query = query.where(table.c.account_id > after)
+        if upto is not None:
+            query = query.where(table.c.account_id <= upto)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
-        return [CreditNoteIssued.model_validate_json(row.body) for row in rows]
+        return {row.account_id: InvoiceIssued.model_validate_json(row.body) for row in rows}
 
 
 async def enqueue(

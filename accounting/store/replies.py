@@ -269,6 +269,20 @@ class RepliesRepository:
             .limit(limit)
         )
 
+    async def usage_window(self, gather_id: int, after: str, limit: int) -> tuple[list[UsageRow], str | None]:
+        """The next whole accounts after ``after`` (about ``limit`` records), and the last of them
+        (None: this is the end). What pricing and reconciling read, a window at a time."""
+        rows = await self.usage_page(gather_id, after, limit)
+        if len(rows) < limit:
+            return rows, None
+        last = rows[-1][0]
+        cut = len(rows)
+        while cut > 0 and rows[cut - 1][0] == last:  # the page may end inside an account
+            cut -= 1
+        if cut == 0:  # one account with more records than a page: take it whole
+            return await self.usage_of_account(gather_id, last), last
+        return rows[:cut], rows[cut - 1][0]
+
     async def usage_of_account(self, gather_id: int, account_id: str) -> list[UsageRow]:
         table = schema.usage_records
         return await self._usage(
