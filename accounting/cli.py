@@ -1,54 +1,43 @@
-"""``reckon``: run the coordinator, a worker, the payment consumer, close a period, or the demo."""
+"""``reckon``: the app, ``main`` and the small commands (close-period, demo, inspection, replay);
+``cli_processes`` (coordinator, relay, payments, worker), ``cli_dlq`` and the other ``cli_*``
+modules register the rest."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
-import sys
 import tempfile
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from aio_pika.abc import AbstractConnection
 from rich.markup import escape
-from sqlalchemy.exc import SQLAlchemyError
 
-from accounting import cli_documents, cli_preview, cli_reconcile, dlq, dlq_queue
-from accounting.app import open_store, start_coordinator
-from accounting.broker import broker_user, connect
+from accounting import cli_dlq, cli_documents, cli_preview, cli_processes, cli_reconcile
+from accounting.app import start_coordinator
+from accounting.broker import connect
 from accounting.cli_common import (
     ConfigOption,
     JsonOption,
-    T,
-    announce,
     card_file,
     card_from,
     configure_logging,
     console,
     errors,
     fail,
-    http_settings,
-    json_logs,
     print_json,
     run,
     settings_from,
-    signalled,
     store_command,
-    until_signalled,
 )
 from accounting.coordinator import ReportRun
 from accounting.core.gather import Gather
 from accounting.core.report import Aborted
 from accounting.gatherer import utc_now
 from accounting.inspect import find_report, outbox_summary, report_detail, report_summary
-from accounting.publisher import AmqpEventPublisher
-from accounting.relay import OutboxRelay
 from accounting.render import (
     invoice_lines_table,
     invoices_table,
@@ -61,9 +50,8 @@ from accounting.render import (
 from accounting.replay import ReplayRefused
 from accounting.replay import replay as replay_period
 from accounting.scheduler import close_period
-from accounting.settings import Settings
 from accounting.store.repository import ReportStore
-from contracts import ROUTING_REPORT_ABORTED, ROUTING_REPORT_COMPLETED, InvoiceIssued, Period, Topology
+from contracts import ROUTING_REPORT_ABORTED, ROUTING_REPORT_COMPLETED, Period, Topology
 from contracts.broker import redact_url
 
 app = typer.Typer(
@@ -72,6 +60,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+cli_processes.register(app)
 
 
 def month(value: str) -> Period:
@@ -86,49 +75,6 @@ def previous_month(now: datetime) -> str:
     now = now.astimezone(UTC)
     year, month_number = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
     return f"{year:04d}-{month_number:02d}"
-
-
-@app.command()
-def coordinator(config: ConfigOption = None) -> None:
-    """Run the accounting coordinator until SIGTERM: one report per PeriodClosed.
-
-    With RECKON_HTTP_PORT it serves /healthz, /readyz and /metrics (the server starts first, so
-    /healthz answers while the store is migrated; /readyz once everything is up).
-    """
-    from accounting import ops as operations
-    from observability.http import start_server
-
-    configure_logging(verbose=True, process="coordinator")
-    settings = settings_from(config)
-    try:
-        settings.require_services()
-    except ValueError as error:
-        fail(str(error))
-    card = card_from(settings)
-    http = http_settings()
-
-    async def main() -> None:
-        server = await start_server(http)
-        try:
-            instance = await start_coordinator(settings, card=card)
-            dead_letters = None if server is None else operations.watch_coordinator(server, instance)
-            announce(
-                f"coordinator ready: services {', '.join(settings.services)}, "
-                f"deadline {settings.deadline_seconds:g}s, namespace {settings.namespace or '(none)'}"
-            )
-            try:
-                await until_signalled()
-            finally:
-                if server is not None:
-                    server.set_checks({"shutdown": operations.stopping})
-                if dead_letters is not None:
-                    await dead_letters.close()
-                await instance.close()
-        finally:
-            if server is not None:
-                await server.stop()
-
-    run(main())
 
 
 @app.command("close-period")
@@ -194,100 +140,6 @@ def invoice_count(report: dict[str, Any]) -> int:
 
 
 @app.command()
-def payments(
-    config: ConfigOption = None,
-    db: Annotated[
-        Path | None,
-        typer.Option(help="SQLite file of handled invoices (RECKON_PAYMENTS_DB, var/payments.sqlite3)."),
-    ] = None,
-) -> None:
-    """Run the reference payment consumer: one payment per invoice, however often it is delivered.
-
-    Each invoice is recorded in --db with its payment, in one transaction, before it is acknowledged;
-    a restart or a redelivery drops invoices already handled. On SIGTERM it stops taking
-    invoices, gives those being handled shutdown_grace_seconds, and gives back the rest; with
-    RECKON_HTTP_PORT it serves /healthz, /readyz and /metrics.
-    """
-    from prometheus_client import REGISTRY
-
-    from accounting.ops import GracefulPaymentConsumer, PaymentMetrics, payments_checks, stopping
-    from accounting.payments_store import SqlLedger, record_payment
-    from observability.http import start_server
-
-    configure_logging(verbose=False, process="payments")
-    settings = settings_from(config, **({"payments_db": db} if db is not None else {}))
-    http = http_settings()
-
-    def show(invoice: InvoiceIssued) -> None:
-        if json_logs():
-            announce(f"invoice {invoice.invoice_id} handled: {invoice.total} {invoice.currency}")
-        else:
-            console.print(invoice_lines_table(invoice))
-
-    async def main() -> None:
-        stop = signalled()
-        server = await start_server(http)
-        ledger = await SqlLedger.open(settings.payments_db)
-        try:
-            connection = await connect(settings)
-            async with connection:
-                consumer = await GracefulPaymentConsumer.begin_consuming(
-                    connection,
-                    Topology(settings.namespace),
-                    show,
-                    ledger=ledger,
-                    in_transaction=record_payment,
-                    publisher=settings.coordinator_user or broker_user(connection),
-                )
-                counters = PaymentMetrics(consumer)
-                REGISTRY.register(counters)
-                if server is not None:
-                    server.set_checks(payments_checks(connection, consumer))
-                announce(
-                    f"payment consumer waiting for invoices (Ctrl-C to stop); handled invoices in "
-                    f"{settings.payments_db}: {await ledger.count()}"
-                )
-                await stop.wait()
-                if server is not None:
-                    server.set_checks({"shutdown": stopping})
-                await consumer.drain(settings.shutdown_grace_seconds)
-                REGISTRY.unregister(counters)
-                announce(
-                    f"{len(consumer.invoices)} invoices handled, {consumer.duplicates} duplicates dropped, "
-                    f"{consumer.failures} handler failures ({consumer.parked} parked in dead letters)"
-                )
-        finally:
-            await ledger.close()
-            if server is not None:
-                await server.stop()
-
-    try:
-        run(main())
-    except (OSError, SQLAlchemyError) as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        fail(f"payments database {settings.payments_db}: {reason}")
-
-
-def is_worker_program(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(f"workers.{name}.__main__") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-@app.command()
-def worker(
-    name: Annotated[str, typer.Argument(help="The sub-service: a package under workers/, e.g. compute.")],
-    db: Annotated[Path | None, typer.Option(help="Its own SQLite store.")] = None,
-) -> None:
-    """Run a sub-service (``python -m workers.NAME serve``) in this process."""
-    if not name.isidentifier() or not is_worker_program(name):
-        fail(f"no sub-service named {name!r}: expected a package workers/{name}/ with a __main__.py")
-    arguments = [sys.executable, "-m", f"workers.{name}", "serve", *(["--db", str(db)] if db else [])]
-    os.execv(sys.executable, arguments)
-
-
-@app.command()
 def demo(
     period: Annotated[str | None, typer.Option(help="Billing month YYYY-MM; default last month.")] = None,
     accounts: Annotated[int, typer.Option(min=1, max=500, help="Accounts in the sample.")] = 40,
@@ -328,6 +180,7 @@ app.add_typer(invoices_app, name="invoices")
 cli_documents.register(invoices_app)
 db_app = typer.Typer(help="The accounting store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+cli_dlq.register(app)
 
 
 @reports_app.command("list")
@@ -486,165 +339,6 @@ def replay(
         f"[green]revision {built.key.revision} of {period} built[/]: {summary.invoice_count} invoices, "
         f"total {summary.total} {summary.currency}"
     )
-
-
-@app.command()
-def relay(config: ConfigOption = None) -> None:
-    """Run only the outbox relay until SIGTERM (when coordinators run with RECKON_RELAY=false).
-
-    With RECKON_HTTP_PORT it serves /healthz, /readyz (broker, store, relay not stalled), /metrics.
-    """
-    from accounting import ops as operations
-    from observability.http import start_server
-
-    configure_logging(verbose=True, process="relay")
-    settings = settings_from(config)
-    http = http_settings()
-
-    async def main() -> None:
-        server = await start_server(http)
-        store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
-        try:
-            connection = await connect(settings)
-            async with connection:
-                publisher = await AmqpEventPublisher.create(
-                    connection, Topology(settings.namespace), settings.publish_timeout_seconds
-                )
-                outbox_relay = OutboxRelay(
-                    store,
-                    publisher,
-                    utc_now,
-                    settings.relay_poll_seconds,
-                    settings.relay_claim_seconds,
-                    window=settings.relay_window,
-                )
-                stop = asyncio.Event()
-                task = asyncio.create_task(outbox_relay.run(stop))
-                if server is not None:
-                    server.set_checks(operations.relay_checks(connection, store, outbox_relay))
-                    operations.watch_outbox(server, store, [outbox_relay.health])
-                announce("relay running")
-                await until_signalled()
-                if server is not None:
-                    server.set_checks({"shutdown": operations.stopping})
-                stop.set()
-                await task
-        finally:
-            await store.close()
-            if server is not None:
-                await server.stop()
-
-    run(main())
-
-
-dlq_app = typer.Typer(
-    help="Dead letters (billing.dead-letters): list, show, replay or purge them.", no_args_is_help=True
-)
-app.add_typer(dlq_app, name="dlq")
-DeadLetterIds = Annotated[list[str], typer.Argument(help="Dead-letter IDs, as `reckon dlq list` shows them.")]
-
-
-def broker_command(settings: Settings, work: Callable[[AbstractConnection, Topology], Awaitable[T]]) -> T:
-    """Connect to the broker named by the settings, run ``work``, disconnect."""
-
-    async def main() -> T:
-        connection = await connect(settings)
-        async with connection:
-            return await work(connection, Topology(settings.namespace))
-
-    return run(main())
-
-
-@dlq_app.command("list")
-def dlq_list(
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 1000,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Every dead letter, oldest first: ID, original queue, exchange and routing key, why it died.
-
-    Nothing is consumed: the messages are read and all given back, in order.
-    """
-    settings = settings_from(config)
-    letters, total = broker_command(
-        settings, lambda connection, topology: dlq_queue.list_dead_letters(connection, topology, limit)
-    )
-    if as_json:
-        print_json([dlq.summary(letter) for letter in letters])
-    else:
-        queue = Topology(settings.namespace).dead_letters_queue.name
-        console.print(dlq.list_table(letters, queue, total))
-
-
-@dlq_app.command("show")
-def dlq_show(ids: DeadLetterIds, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Everything about the named dead letters, their body included."""
-    settings = settings_from(config)
-    try:
-        letters = broker_command(
-            settings, lambda connection, topology: dlq_queue.find_dead_letters(connection, topology, ids)
-        )
-    except dlq_queue.UnknownDeadLetters as unknown:
-        fail(str(unknown))
-    if as_json:
-        print_json([dlq.detail(letter) for letter in letters])
-        return
-    for letter in letters:
-        console.print(dlq.detail_table(letter))
-
-
-@dlq_app.command("replay")
-def dlq_replay(ids: DeadLetterIds, config: ConfigOption = None) -> None:
-    """Republish the named dead letters where they were first published; remove each once confirmed.
-
-    One that no queue takes (returned) stays in dead letters. Exit code 1 unless all were replayed.
-    """
-    settings = settings_from(config)
-    timeout = settings.publish_timeout_seconds
-    try:
-        outcomes = broker_command(
-            settings,
-            lambda connection, topology: dlq_queue.replay_dead_letters(connection, topology, ids, timeout),
-        )
-    except dlq_queue.UnknownDeadLetters as unknown:
-        fail(f"{unknown}; nothing was replayed")
-    style = {"replayed": "green", "returned": "yellow", "failed": "red"}
-    for outcome in outcomes:
-        console.print(
-            f"[{style[outcome.status]}]{outcome.status}[/] {escape(outcome.id)}: {escape(outcome.detail)}"
-        )
-    if any(outcome.status != "replayed" for outcome in outcomes):
-        raise typer.Exit(1)
-
-
-NO_CONFIRMATION = "no confirmation on stdin: pass --yes to purge dead letters from a script"
-
-
-def confirmed(question: str) -> bool:
-    """Ask on stdin; end of input (no stdin) refuses with a clear message rather than "Aborted"."""
-    try:
-        return typer.confirm(question, default=False)
-    except typer.Abort:
-        fail(NO_CONFIRMATION)
-
-
-@dlq_app.command("purge")
-def dlq_purge(
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask: for scripts.")] = False,
-    config: ConfigOption = None,
-) -> None:
-    """Delete every dead letter, for good (asks first unless --yes)."""
-    if not yes and (sys.stdin is None or sys.stdin.closed):
-        fail(NO_CONFIRMATION)
-    settings = settings_from(config)
-    queue = Topology(settings.namespace).dead_letters_queue.name
-    if not yes:
-        total = broker_command(settings, dlq_queue.count_dead_letters)
-        if not confirmed(f"Delete all {total} dead letters in {queue}? They cannot be replayed afterwards."):
-            errors.print("nothing purged")
-            raise typer.Exit(1)
-    purged = broker_command(settings, dlq_queue.purge_dead_letters)
-    console.print(f"purged {purged} dead letters from {queue}")
 
 
 def main() -> None:

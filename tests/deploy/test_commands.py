@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import typer
 
-from accounting.cli import app, is_worker_program
+from accounting.cli import app
+from accounting.cli_processes import is_worker_program
 from tests.deploy.tools import (
     OVERLAYS,
     containers,
