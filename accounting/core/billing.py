@@ -78,6 +78,7 @@ def price_window(
     Every row's (metric, unit) must convert (the caller checked ``Converter.problems``).
     """
     invoices: dict[str, InvoiceIssued] = {}
+    fingerprint = card.fingerprint  # once per window: it hashes the whole card
     for account, records in groupby(rows, key=itemgetter(0)):
         usage = converter.account_usage(
             account, ((metric, unit, Decimal(quantity)) for _, _, metric, unit, quantity in records)
@@ -90,6 +91,7 @@ def price_window(
             period=key.period,
             card=card,
             supersedes=None if account not in superseded else superseded[account].invoice_id,
+            fingerprint=fingerprint,
         )
     for account, old in superseded.items():
         if account not in invoices:

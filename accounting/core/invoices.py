@@ -66,6 +66,7 @@ def build_invoices(
         usage_by_account[account].append(
             BillableUsage(account_id=account, item=item_key, quantity=quantity, unit=units[account, item_key])
         )
+    fingerprint = card.fingerprint
     priced = (
         invoice_for(
             account,
@@ -74,6 +75,7 @@ def build_invoices(
             revision=revision,
             period=period,
             card=card,
+            fingerprint=fingerprint,
         )
         for account in sorted(everyone)
     )
@@ -97,6 +99,7 @@ def invoice_for(
     period: Period,
     card: RateCard,
     supersedes: UUID | None = None,
+    fingerprint: str | None = None,
 ) -> InvoiceIssued:
     """One account's invoice: a line per priced tier of each item, sorted by item and tier.
 
@@ -119,7 +122,7 @@ def invoice_for(
         subtotal=subtotal,
         total=subtotal,
         supersedes=supersedes,
-        rate_card=card.fingerprint,
+        rate_card=fingerprint or card.fingerprint,
     )
 
 

@@ -249,7 +249,8 @@ class RateCard(_Strict):
     @property
     def fingerprint(self) -> str:
         """``sha256:`` and the hex digest of the card's canonical JSON: equal for two cards that
-        price identically (``minor_units`` left out or stated), different when any price changes."""
+        price identically (``minor_units`` left out or stated), different when any price changes.
+        Not cached (``model_copy`` would carry a stale one): compute it once per batch of invoices."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
