@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from uuid import UUID
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -141,13 +142,22 @@ class PaymentConsumer(QueueConsumer):
         publisher: str | None = None,
         on_credit_note: CreditNoteCallback | None = None,
     ) -> PaymentConsumer:
-        """Declare the topology and consume both queues. ``in_transaction`` needs a SQL ledger."""
+        """Consume both queues. ``in_transaction`` needs a SQL ledger.
+
+        The queues are the coordinator's: they are only looked up (a passive declare, which a
+        broker user that may only read them is allowed). Where they do not exist yet (a fresh
+        broker in development, a test) the coordinator's topology is declared, which needs a user
+        allowed to configure it; in production the coordinator has declared them first.
+        """
         if in_transaction is not None and (ledger is None or isinstance(ledger, MemoryLedger)):
             raise ValueError("in_transaction needs a SqlLedger: its writes commit with the document id")
-        channel, queue = await cls.open_queue(
-            connection, topology, topology.payments_queue, prefetch=prefetch
-        )
-        corrections = await channel.get_queue(topology.corrections_queue.name)
+        try:
+            channel, queue, corrections = await _existing_queues(connection, topology, prefetch)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            channel, queue = await cls.open_queue(
+                connection, topology, topology.payments_queue, prefetch=prefetch
+            )
+            corrections = await channel.get_queue(topology.corrections_queue.name)
         consumer = cls(
             channel, queue, on_invoice, ledger, in_transaction, publisher, corrections, on_credit_note
         )
@@ -252,6 +262,21 @@ class PaymentConsumer(QueueConsumer):
                 DELIVERY_LIMIT + 1,
             )
         await message.reject(requeue=True)
+
+
+async def _existing_queues(
+    connection: AbstractConnection, topology: Topology, prefetch: int
+) -> tuple[AbstractChannel, AbstractQueue, AbstractQueue]:
+    channel = await connection.channel()
+    try:
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(topology.payments_queue.name)
+        corrections = await channel.get_queue(topology.corrections_queue.name)
+    except BaseException:
+        if not channel.is_closed:
+            await channel.close()
+        raise
+    return channel, queue, corrections
 
 
 def parse_document(routing_key: str | None, body: bytes) -> Document:
