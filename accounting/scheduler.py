@@ -5,7 +5,7 @@ from __future__ import annotations
 import aio_pika
 from aio_pika.abc import AbstractConnection
 
-from accounting.broker import declare_coordinator_topology
+from accounting.broker import declare_exchange, declare_queue
 from contracts import CONTENT_TYPE, ROUTING_PERIOD_CLOSED, Period, PeriodClosed, Topology, report_id
 from observability.tracing import TraceContext
 
@@ -15,14 +15,17 @@ async def close_period(
 ) -> PeriodClosed:
     """Publish PeriodClosed, persistent and confirmed; the queue is declared first so it is never lost.
 
+    Only what the scheduler needs is declared (the periods exchange and the period-closed queue),
+    which is all its broker user may configure in deploy/.
+
     It starts the report's trace: ``traceparent`` with the trace id derived from the id of the
     report it asks for (revision 1), so every later message about that report carries the same
     trace id, whichever process sends it (``accounting/traces.py``).
     """
     event = PeriodClosed.for_period(period, requested_by)
     async with connection.channel(publisher_confirms=True) as channel:
-        await declare_coordinator_topology(channel, topology)
-        exchange = await channel.get_exchange(topology.periods.name)
+        exchange = await declare_exchange(channel, topology.periods)
+        await declare_queue(channel, topology.period_closed_queue)
         await exchange.publish(
             aio_pika.Message(
                 event.to_json(),

@@ -4,11 +4,7 @@ poison invoice is parked in dead letters, counted, and handled once after a repl
 
 from __future__ import annotations
 
-import re
-import shutil
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -21,7 +17,6 @@ from accounting.dlq_queue import list_dead_letters, replay_dead_letters
 from accounting.payments import PaymentConsumer
 from accounting.payments_store import Document, MemoryLedger, SqlLedger, Work, payments, record_payment
 from contracts import CONTENT_TYPE, DELIVERY_LIMIT, ROUTING_INVOICE_ISSUED, InvoiceIssued, Topology
-from tests.broker import rabbitmqctl_sync
 from tests.integration.support import eventually
 from tests.invoices import sample_invoice
 
@@ -220,33 +215,3 @@ async def test_a_ledger_outage_gives_the_invoice_back_without_counting_it_as_a_h
 
     assert (consumer.ledger_errors, consumer.failures, consumer.parked) == (1, 0, 0)
     assert handled == ["acme"]
-
-
-@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs the local broker's rabbitmqctl")
-async def test_a_payment_user_that_may_only_read_its_two_queues_consumes_them(
-    amqp_url: str, connection: AbstractRobustConnection, topology: Topology
-) -> None:
-    """The permissions deploy/ gives the reference consumer: read on its queues, nothing else."""
-    user, password = f"reckon-test-payments-{uuid.uuid4().hex[:6]}", "test-only-not-secret"
-    queues = rf"^{re.escape(topology.namespace)}\.payments\.(invoices|corrections)$"
-    vhost = urlsplit(amqp_url).path.lstrip("/") or "/"
-    rabbitmqctl_sync("add_user", user, password)
-    rabbitmqctl_sync("set_permissions", "-p", vhost, user, "^$", "^$", queues)
-    parts = urlsplit(amqp_url)
-    url = urlunsplit(
-        (parts.scheme, f"{user}:{password}@{parts.netloc.rsplit('@', 1)[-1]}", parts.path, "", "")
-    )
-    invoice = sample_invoice("acme")
-    try:
-        await publish(connection, topology, invoice)  # declares the coordinator's topology first
-        restricted = await aio_pika.connect_robust(url)
-        try:
-            consumer = await PaymentConsumer.start(restricted, topology)
-            await eventually(lambda: len(consumer.invoices) == 1, timeout=15)
-            await consumer.stop()
-        finally:
-            await restricted.close()
-    finally:
-        rabbitmqctl_sync("delete_user", user)
-
-    assert list(consumer.invoices) == [invoice.invoice_id]
