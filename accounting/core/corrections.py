@@ -4,11 +4,11 @@ credit note, then issues the corrected invoice naming the one it supersedes."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from uuid import UUID
 
+from accounting.core.invoices import invoice_for
 from accounting.core.rate_card import RateCard
-from contracts import CreditNoteIssued, InvoiceIssued, Period, credit_note_id, invoice_id
+from contracts import CreditNoteIssued, InvoiceIssued, Period, credit_note_id
 
 
 def supersede(
@@ -63,19 +63,6 @@ def empty_correction(
     account: str, superseded: UUID, *, report_id: UUID, revision: int, period: Period, card: RateCard
 ) -> InvoiceIssued:
     """The invoice of an account that had usage in the superseded revision and has none now."""
-    zero = card.round_money(Decimal(0))
-    return InvoiceIssued.model_validate(
-        {
-            "invoice_id": invoice_id(account, period.period_id, revision),
-            "report_id": report_id,
-            "revision": revision,
-            "account_id": account,
-            "period": period,
-            "currency": card.currency,
-            "lines": (),
-            "subtotal": zero,
-            "total": zero,
-            "supersedes": superseded,
-            "rate_card": card.fingerprint,
-        }
+    return invoice_for(
+        account, (), report_id=report_id, revision=revision, period=period, card=card, supersedes=superseded
     )

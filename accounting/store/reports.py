@@ -180,18 +180,7 @@ class ReportsRepository:
 
     async def renew_lease(self, report_id: UUID, owner: str, until: datetime) -> bool:
         """Keep the report for ``owner`` until ``until``; False when the lease was lost."""
-        table = schema.reports
-        async with self.engine.begin() as connection:
-            result = await connection.execute(
-                update(table)
-                .where(
-                    table.c.report_id == str(report_id),
-                    table.c.owner == owner,
-                    table.c.status.in_([status.value for status in LEASED]),
-                )
-                .values(lease_until=until)
-            )
-        return bool(result.rowcount == 1)
+        return await self._update_held(report_id, owner, LEASED, lease_until=until)
 
     async def claim_abandoned(
         self,
@@ -232,6 +221,14 @@ class ReportsRepository:
     async def note_failure(self, report_id: UUID, owner: str, error: str, retry_at: datetime) -> bool:
         """Keep the report for ``owner`` until ``retry_at`` (a backoff), noting why its build failed;
         any coordinator may then resume it. False when ``owner`` no longer holds it."""
+        return await self._update_held(
+            report_id, owner, ACTIVE, last_error=error[:2000], lease_until=retry_at
+        )
+
+    async def _update_held(
+        self, report_id: UUID, owner: str, statuses: Collection[ReportStatus], **values: Any
+    ) -> bool:
+        """Set ``values`` on the report if ``owner`` holds it in one of ``statuses``; False if not."""
         table = schema.reports
         async with self.engine.begin() as connection:
             result = await connection.execute(
@@ -239,9 +236,9 @@ class ReportsRepository:
                 .where(
                     table.c.report_id == str(report_id),
                     table.c.owner == owner,
-                    table.c.status.in_([status.value for status in ACTIVE]),
+                    table.c.status.in_([status.value for status in statuses]),
                 )
-                .values(last_error=error[:2000], lease_until=retry_at)
+                .values(**values)
             )
         return bool(result.rowcount == 1)
 

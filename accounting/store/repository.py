@@ -24,6 +24,7 @@ from accounting.store.replies import (
     UsageRow,
 )
 from accounting.store.reports import ACTIVE, LEASED, ReportExists, ReportRecord, ReportsRepository
+from accounting.store.usage import UsageRepository
 
 __all__ = [
     "ACTIVE",
@@ -48,7 +49,9 @@ __all__ = [
 ]
 
 
-class ReportStore(ReportsRepository, RepliesRepository, InvoicesRepository, OutboxRepository):
+class ReportStore(
+    ReportsRepository, RepliesRepository, UsageRepository, InvoicesRepository, OutboxRepository
+):
     """Async access to the store (SQLite by default, PostgreSQL by URL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
