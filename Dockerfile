@@ -32,6 +32,8 @@ COPY contracts ./contracts
 COPY accounting ./accounting
 COPY workers ./workers
 COPY observability ./observability
+COPY transport ./transport
+COPY payments ./payments
 RUN /opt/reckon/bin/pip install --no-cache-dir . \
     && /opt/reckon/bin/reckon --help > /dev/null
 

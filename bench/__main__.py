@@ -22,7 +22,7 @@ from rich.table import Table
 from bench.e2e import EndToEnd, run_end_to_end
 from bench.relay import Throughput, run_relay_bench
 from bench.scatter import Latency, run_scatter_bench
-from contracts.broker import DEFAULT_AMQP_URL
+from transport.redact import DEFAULT_AMQP_URL
 
 POSTGRES = os.environ.get("RECKON_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 

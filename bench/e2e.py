@@ -25,11 +25,12 @@ import aio_pika
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from accounting.broker import delete_namespace
+from accounting.amqp.scheduler import close_period
+from accounting.amqp.topology import delete_namespace
 from accounting.core.lifecycle import ReportStatus
-from accounting.scheduler import close_period
 from accounting.store.repository import ReportStore
 from contracts import Period, Topology, report_id
+from transport.queues import wait_for_queue
 
 PERIOD = Period.month("2031-07")
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,20 +106,6 @@ async def spawn(env: dict[str, str], log: Path, *command: str) -> asyncio.subpro
     )
 
 
-async def until_queue(connection: aio_pika.abc.AbstractConnection, name: str) -> None:
-    async with asyncio.timeout(60):
-        while True:
-            channel = await connection.channel()
-            try:
-                await channel.declare_queue(name, passive=True)
-                return
-            except aio_pika.exceptions.ChannelNotFoundEntity:
-                await asyncio.sleep(0.2)
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-
-
 async def until_ready(log: Path, process: asyncio.subprocess.Process, marker: str) -> None:
     async with asyncio.timeout(60):
         while marker not in (text := await asyncio.to_thread(log.read_text, errors="replace")):
@@ -154,7 +141,7 @@ async def run_end_to_end(
                         env, workdir / f"{service}.log",
                         sys.executable, "-m", f"workers.{service}", "serve", "--db", str(dbs[service]),
                     )  # fmt: skip
-                    await until_queue(connection, topology.usage_queue(service).name)
+                    await wait_for_queue(connection, topology.usage_queue(service).name)
                 coordinator_log = workdir / "coordinator.log"
                 processes["coordinator"] = await spawn(
                     env, coordinator_log, sys.executable, "-m", "accounting.cli", "coordinator"

@@ -15,10 +15,10 @@ from pathlib import Path
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
-from accounting.broker import declare_coordinator_topology, delete_namespace
+from accounting.amqp.publisher import AmqpEventPublisher
+from accounting.amqp.topology import declare_coordinator_topology, delete_namespace
 from accounting.core.lifecycle import ReportStatus
-from accounting.publisher import AmqpEventPublisher
-from accounting.relay import OutboxRelay
+from accounting.service.relay import OutboxRelay
 from accounting.store.repository import ReportStore, StagedInvoice
 from contracts import (
     CONTENT_TYPE,

@@ -20,9 +20,9 @@ from typing import Any
 import aio_pika
 from aio_pika.patterns import JsonRPC
 
-from accounting.broker import delete_namespace
-from accounting.core.gather import Action
-from accounting.gatherer import UsageGatherer
+from accounting.amqp.gatherer import UsageGatherer
+from accounting.amqp.topology import delete_namespace
+from accounting.core.gather_events import Action
 from contracts import Period, Topology, UsageRecord
 from workers.sdk import Responder, WorkerSettings
 

@@ -9,7 +9,7 @@ import subprocess
 
 import aio_pika
 
-from contracts.broker import DEFAULT_AMQP_URL, broker_unavailable
+from transport.redact import DEFAULT_AMQP_URL, broker_unavailable
 
 
 async def _answers(url: str) -> BaseException | None:

@@ -13,7 +13,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from accounting.broker import delete_namespace
+from accounting.amqp.topology import delete_namespace
 from contracts import Topology
 from tests.broker import configured_url, docker_available, probe, unavailable_message
 

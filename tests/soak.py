@@ -19,13 +19,13 @@ from pathlib import Path
 
 import aio_pika
 
-from accounting.broker import delete_namespace
+from accounting.amqp.topology import delete_namespace
 from accounting.core.lifecycle import ReportStatus
 from bench.e2e import peak_rss_mb
 from contracts import Period, Topology
-from contracts.broker import DEFAULT_AMQP_URL
 from tests.e2e.platform import Platform, broker_connection_names, named, platform
 from tests.faults import LEDGER
+from transport.redact import DEFAULT_AMQP_URL
 
 FAULTS = ("none", "kill coordinator", "kill storage", "kill compute", "close coordinator connection")
 

@@ -11,116 +11,35 @@ gave a complete answer (complete). The gather is **finished** when every service
 the deadline, or when the transport is lost. Between the two — after an abort — the good answers
 of the other services are still accepted and stored, so a replay of the failed services can reuse
 them.
+
+Its vocabulary lives beside it: the events in and actions out in ``gather_events``, one
+service's answer in ``gather_answers``, and the limits a reply must respect in ``gather_limits``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import ValidationError
 
+from accounting.core.gather_answers import ServiceOutcome, ServiceState, missing_chunks
+from accounting.core.gather_events import (
+    Action,
+    ChunkRefused,
+    DeadlinePassed,
+    DropAnswer,
+    GatherEvent,
+    KeepBody,
+    ReplyReceived,
+    RequestReturned,
+    StoreChunk,
+    TransportLost,
+)
+from accounting.core.gather_limits import DEFAULT_LIMITS, ReplyLimits, beyond_limits
 from contracts import AbortCode, AbortReason, UsageReply
-
-
-@dataclass(frozen=True)
-class ReplyReceived:
-    """A message arrived on the reply queue; ``user_id`` is the broker-verified sender, if set."""
-
-    correlation_id: str | None
-    body: bytes
-    at: datetime
-    user_id: str | None = None
-
-
-@dataclass(frozen=True)
-class RequestReturned:
-    """The broker returned a mandatory request: no queue is bound for that service."""
-
-    correlation_id: str
-    reply_text: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class DeadlinePassed:
-    at: datetime
-
-
-@dataclass(frozen=True)
-class TransportLost:
-    """The connection or the reply channel closed: replies can no longer arrive."""
-
-    reason: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class ChunkRefused:
-    """The store refused a chunk this machine accepted (it repeats records of the same answer)."""
-
-    service: str
-    message: str
-    at: datetime
-
-
-GatherEvent = ReplyReceived | RequestReturned | DeadlinePassed | TransportLost | ChunkRefused
-
-
-@dataclass(frozen=True)
-class StoreChunk:
-    """Write this accepted chunk (its raw body and its records) to the store."""
-
-    service: str
-    request_id: str
-    reply: UsageReply
-    body: bytes
-
-
-@dataclass(frozen=True)
-class DropAnswer:
-    """Forget what was stored of this service's answer: it answered again (a new answer id)."""
-
-    service: str
-
-
-@dataclass(frozen=True)
-class KeepBody:
-    """Keep this body of a reply that failed its service, for the audit; it is not usage."""
-
-    service: str
-    request_id: str
-    body: bytes
-
-
-Action = StoreChunk | KeepBody | DropAnswer
-
-
-@dataclass(frozen=True)
-class ReplyLimits:
-    """What one reply and one answer may hold; beyond it the service's reply is ``invalid_reply``.
-
-    The defaults are the coordinator's (``max_reply_bytes`` and the others in its settings).
-    """
-
-    max_reply_bytes: int = 8 * 2**20
-    max_records_per_chunk: int = 10_000
-    max_chunks_per_answer: int = 100_000
-    max_records_per_answer: int = 10_000_000
-    max_attributes: int = 32
-    max_attribute_length: int = 256
-
-
-DEFAULT_LIMITS = ReplyLimits()
-
-
-class ServiceState(StrEnum):
-    WAITING = "waiting"
-    OK = "ok"
-    FAILED = "failed"
 
 
 class Ignored(StrEnum):
@@ -139,39 +58,6 @@ class GatherStatus(StrEnum):
     GATHERING = "gathering"
     COMPLETE = "complete"
     ABORTED = "aborted"
-
-
-@dataclass
-class ServiceOutcome:
-    """What is known about one configured service's answer in this gather: counters only."""
-
-    service: str
-    request_id: str
-    state: ServiceState = ServiceState.WAITING
-    reason: AbortReason | None = None
-    received: set[int] = field(default_factory=set)
-    """Sequence numbers of the chunks accepted so far."""
-    records: int = 0
-    """Records in the chunks accepted so far."""
-    highest_seq: int = -1
-    last_seq: int | None = None
-    announced: int | None = None
-    """``total_records`` of the last chunk, once it arrived."""
-    answer_id: str | None = None
-    replaced: set[str | None] = field(default_factory=set)
-    """Answer ids this service gave up for a newer answer: their late chunks are ignored."""
-
-    def restart(self, answer_id: str | None) -> None:
-        """The service answers again from scratch: forget the chunks of the answer before."""
-        self.replaced.add(self.answer_id)
-        self.answer_id = answer_id
-        self.received = set()
-        self.records, self.highest_seq = 0, -1
-        self.last_seq = self.announced = None
-
-    @property
-    def chunks(self) -> int:
-        return len(self.received)
 
 
 class Gather:
@@ -291,7 +177,7 @@ class Gather:
                     outcome,
                     AbortCode.INCOMPLETE if gap else AbortCode.DEADLINE,
                     f"no complete reply before the deadline {self.deadline.isoformat()}"
-                    f"{_missing_chunks(outcome)}",
+                    f"{missing_chunks(outcome)}",
                     at,
                 )
         if self._ended_at is None:
@@ -374,7 +260,7 @@ class Gather:
                 event.at,
             )
             return keep
-        too_big = self._beyond_limits(outcome, reply)
+        too_big = beyond_limits(self.limits, reply, outcome.records)
         if too_big:
             self._fail(outcome, AbortCode.INVALID_REPLY, too_big, event.at)
             return keep
@@ -393,30 +279,6 @@ class Gather:
             self.ignored[Ignored.DUPLICATE] += 1
             return ()
         return restarted + self._accept(outcome, reply, event)
-
-    def _beyond_limits(self, outcome: ServiceOutcome, reply: UsageReply) -> str | None:
-        """Why this chunk exceeds a limit (naming the limit), or None."""
-        limits, chunk, records = self.limits, reply.chunk, reply.records
-        if len(records) > limits.max_records_per_chunk:
-            limit = f"max_records_per_chunk {limits.max_records_per_chunk}"
-            return f"chunk {chunk.seq} holds {len(records)} records, more than {limit}"
-        if chunk.seq >= limits.max_chunks_per_answer:
-            return f"chunk {chunk.seq} is beyond max_chunks_per_answer {limits.max_chunks_per_answer}"
-        announced = chunk.total_records if chunk.last else 0
-        if max(announced, outcome.records + len(records)) > limits.max_records_per_answer:
-            return (
-                f"the answer holds more than max_records_per_answer {limits.max_records_per_answer} records"
-            )
-        for number, record in enumerate(records):
-            attributes = record.attributes
-            if len(attributes) > limits.max_attributes:
-                limit = f"max_attributes {limits.max_attributes}"
-                return f"records.{number} has {len(attributes)} attributes, more than {limit}"
-            for name, value in attributes.items():
-                if len(name) > limits.max_attribute_length or len(value) > limits.max_attribute_length:
-                    limit = f"max_attribute_length {limits.max_attribute_length}"
-                    return f"records.{number}.attributes.{name[:40]} is longer than {limit}"
-        return None
 
     def _accept(self, outcome: ServiceOutcome, reply: UsageReply, event: ReplyReceived) -> tuple[Action, ...]:
         chunk = reply.chunk
@@ -465,15 +327,6 @@ def _why_ignored(outcome: ServiceOutcome) -> Ignored:
         outcome.reason is not None and outcome.reason.code is not AbortCode.DEADLINE
     )
     return Ignored.DUPLICATE if answered else Ignored.LATE
-
-
-def _missing_chunks(outcome: ServiceOutcome) -> str:
-    if not outcome.received:
-        return ""
-    if outcome.last_seq is None:
-        return f" ({outcome.chunks} chunk(s) received, the last one not)"
-    missing = sorted(set(range(outcome.last_seq + 1)) - outcome.received)
-    return f" ({outcome.chunks} chunk(s) received, missing seq {', '.join(map(str, missing))})"
 
 
 def _describe(error: ValidationError) -> str:

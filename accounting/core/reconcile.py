@@ -9,7 +9,7 @@ cross-checked against the stored invoice: any difference is a ``Problem``. The t
 and checked against the report's total in ``reconcile_totals``, and written as CSV and JSON in
 ``reconcile_export``.
 
-Pure: the shell (``accounting/reconcile.py``) reads the records and invoices a page of accounts at a
+Pure: the shell (``accounting/service/reconcile.py``) reads the records and invoices a page of accounts at a
 time and hands each account here. The stored records keep no attributes, so the gross and included
 quantities some services report (storage's ``gross_byte_seconds``…) cannot be traced here.
 """

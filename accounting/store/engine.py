@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, event, insert, select, update
+from sqlalchemy import Table, Update, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from accounting.core.lifecycle import ReportStatus
@@ -53,6 +53,16 @@ class LeaseLost(RuntimeError):
     moved on). It must stop writing; the report's new owner builds it."""
 
 
+def held_by(report_id: UUID, owner: str, statuses: Iterable[ReportStatus]) -> Update:
+    """An UPDATE of the report's row that matches only while ``owner`` holds it in ``statuses``."""
+    table = schema.reports
+    return update(table).where(
+        table.c.report_id == str(report_id),
+        table.c.owner == owner,
+        table.c.status.in_([status.value for status in statuses]),
+    )
+
+
 async def fence(
     connection: AsyncConnection,
     report_id: UUID,
@@ -66,15 +76,7 @@ async def fence(
     (SQLite) at once: a takeover cannot commit between this check and the writes after it."""
     table = schema.reports
     values: dict[str, Any] = {"owner": owner} if lease_until is None else {"lease_until": lease_until}
-    result = await connection.execute(
-        update(table)
-        .where(
-            table.c.report_id == str(report_id),
-            table.c.owner == owner,
-            table.c.status.in_([status.value for status in statuses]),
-        )
-        .values(**values)
-    )
+    result = await connection.execute(held_by(report_id, owner, statuses).values(**values))
     if result.rowcount != 1:
         found = (
             await connection.execute(

@@ -157,17 +157,9 @@ class OutboxRepository:
         """Keep the rows unsent and note why; hand them back at once, or only from ``retry_at`` on
         (a row nothing routes must not hold up the rows behind it on every claim)."""
         table = schema.outbox
-        rows = list(rows)
-        if not rows:
-            return
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                update(table)
-                .where(_still_held(rows))
-                .values(
-                    attempts=table.c.attempts + 1, last_error=error[:2000], claim=None, claimed_until=retry_at
-                )
-            )
+        await self._update_held_rows(
+            rows, attempts=table.c.attempts + 1, last_error=error[:2000], claim=None, claimed_until=retry_at
+        )
 
     async def extend_claim(self, claim: str, until: datetime) -> None:
         """Keep holding a claim's unsent rows a while longer."""
@@ -181,14 +173,15 @@ class OutboxRepository:
 
     async def release_claims(self, rows: Iterable[OutboxRow]) -> None:
         """Hand unsent rows back at once (the relay lost its broker) instead of at claim expiry."""
-        table = schema.outbox
+        await self._update_held_rows(rows, claim=None, claimed_until=None)
+
+    async def _update_held_rows(self, rows: Iterable[OutboxRow], **values: Any) -> None:
+        """Set ``values`` on those of ``rows`` still unsent and held by the claim that took them."""
         rows = list(rows)
         if not rows:
             return
         async with self.engine.begin() as connection:
-            await connection.execute(
-                update(table).where(_still_held(rows)).values(claim=None, claimed_until=None)
-            )
+            await connection.execute(update(schema.outbox).where(_still_held(rows)).values(**values))
 
     async def outbox_counts(self) -> OutboxCounts:
         status = await self.outbox_status()

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accounting.core.lifecycle import IllegalTransition, ReportStatus, Transition, check_transition
 from accounting.store import schema
-from accounting.store.engine import LeaseLost
+from accounting.store.engine import LeaseLost, held_by
 from contracts import Period
 
 ACTIVE = (ReportStatus.PENDING, ReportStatus.GATHERING, ReportStatus.NORMALIZING, ReportStatus.PRICING)
@@ -229,17 +229,8 @@ class ReportsRepository:
         self, report_id: UUID, owner: str, statuses: Collection[ReportStatus], **values: Any
     ) -> bool:
         """Set ``values`` on the report if ``owner`` holds it in one of ``statuses``; False if not."""
-        table = schema.reports
         async with self.engine.begin() as connection:
-            result = await connection.execute(
-                update(table)
-                .where(
-                    table.c.report_id == str(report_id),
-                    table.c.owner == owner,
-                    table.c.status.in_([status.value for status in statuses]),
-                )
-                .values(**values)
-            )
+            result = await connection.execute(held_by(report_id, owner, statuses).values(**values))
         return bool(result.rowcount == 1)
 
     async def release(self, report_id: UUID, at: datetime, owner: str | None = None) -> None:

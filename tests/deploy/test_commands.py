@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import typer
 
-from accounting.cli import app
-from accounting.cli_processes import is_worker_program
+from accounting.cli.processes import is_worker_program
+from accounting.cli.reckon import app
 from tests.deploy.tools import (
     OVERLAYS,
     containers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,7 +13,14 @@ import pytest
 from tests.deploy.tools import ROOT, credentials, run_ok, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
-PACKAGES = ("contracts", "accounting", "workers", "observability")
+# Every package the wheel is built from (pyproject's [tool.setuptools.packages.find] include), so a
+# new top-level package that the image forgets fails here.
+PACKAGES = tuple(
+    pattern.rstrip("*")
+    for pattern in tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+)
 SECRET_NAMES = re.compile(
     r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|AMQP_URL|STORE_URL", re.I
 )

@@ -282,7 +282,7 @@ def test_the_generated_config_maps_carry_the_repositorys_config_and_rate_card(na
 
 
 def test_the_deployed_config_is_accepted_by_the_coordinators_settings() -> None:
-    from accounting.settings import Settings, load_rate_card, load_settings
+    from accounting.runtime.settings import Settings, load_rate_card, load_settings
 
     if "service_users" not in Settings.model_fields:
         pytest.skip("service_users is not a coordinator setting yet (the Python side adds it)")

@@ -19,18 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
-import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
+from accounting.amqp.scheduler import close_period
 from accounting.core.invoices import InvoiceBatch, build_invoices
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.normalizer import Normalized, normalize
-from accounting.payments import PaymentConsumer
-from accounting.scheduler import close_period
-from accounting.settings import load_rate_card
+from accounting.runtime.settings import load_rate_card
 from accounting.store.repository import ReportRecord, ReportStore
 from contracts import InvoiceIssued, Period, Topology, UsageRecord, report_id
+from payments.consumer import PaymentConsumer
 from tests.integration.support import eventually
+from transport.queues import wait_for_queue
 from workers.compute.seed import seed as seed_compute
 from workers.compute.service import ComputeService
 from workers.sdk.service import usage_stream
@@ -91,7 +91,7 @@ class Platform:
     async def start_worker(self, service: str, **settings: str) -> None:
         db = self.workdir / f"{service}.sqlite3"
         await self.start(service, "-m", f"workers.{service}", "serve", "--db", str(db), **settings)
-        await until_queue(self.connection, self.topology.usage_queue(service).name)
+        await wait_for_queue(self.connection, self.topology.usage_queue(service).name)
 
     async def start_coordinator(self, **settings: str) -> None:
         await self.start("coordinator", "-m", "accounting.cli", "coordinator", **settings)
@@ -136,20 +136,6 @@ class Platform:
     async def until_paid(self, invoices: list[InvoiceIssued], timeout: float = 120) -> None:
         wanted = {invoice.invoice_id for invoice in invoices}
         await eventually(lambda: wanted <= set(self.handled), timeout=timeout)
-
-
-async def until_queue(connection: AbstractRobustConnection, name: str) -> None:
-    async with asyncio.timeout(60):
-        while True:
-            channel = await connection.channel()
-            try:
-                await channel.declare_queue(name, passive=True)
-                return
-            except aio_pika.exceptions.ChannelNotFoundEntity:
-                await asyncio.sleep(0.1)
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
 
 
 @asynccontextmanager

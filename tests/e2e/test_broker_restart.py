@@ -12,8 +12,8 @@ from aio_pika.abc import AbstractRobustConnection
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Completed
-from accounting.payments import PaymentConsumer
 from contracts import Period, Topology
+from payments.consumer import PaymentConsumer
 from tests.broker import rabbitmqctl
 from tests.integration.support import StaticService, coordinator, eventually, record, serving
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from accounting.broker import delete_namespace
+from accounting.amqp.topology import delete_namespace
 from contracts import Topology
 
 pytestmark = pytest.mark.integration

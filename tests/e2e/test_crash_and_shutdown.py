@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from accounting.amqp.scheduler import close_period
 from accounting.core.lifecycle import ReportStatus
-from accounting.payments import PaymentConsumer
-from accounting.scheduler import close_period
 from accounting.store.repository import ReportRecord, ReportStore
 from contracts import Period, Topology
+from payments.consumer import PaymentConsumer
 from tests.integration.support import StaticService, eventually, record, serving
 
 pytestmark = pytest.mark.integration

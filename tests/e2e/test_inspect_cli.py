@@ -23,7 +23,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from accounting.broker import delete_namespace
+from accounting.amqp.topology import delete_namespace
 from accounting.core.lifecycle import ReportStatus
 from contracts import Period, Topology, invoice_id, report_id
 from tests.integration.support import StaticService, coordinator, eventually, record, serving

@@ -17,9 +17,9 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from accounting.broker import declare_coordinator_topology
-from accounting.cli import previous_month
-from accounting.dlq_queue import list_dead_letters
+from accounting.amqp.topology import declare_coordinator_topology
+from accounting.cli.reckon import previous_month
+from accounting.dlq.queue import list_dead_letters
 from contracts import CONTENT_TYPE, ROUTING_INVOICE_ISSUED, ROUTING_PERIOD_CLOSED, InvoiceIssued, Topology
 from tests.integration.support import eventually, listening
 from tests.invoices import sample_invoice

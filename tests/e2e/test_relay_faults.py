@@ -24,7 +24,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy import select
 
-from accounting.broker import declare_coordinator_topology
+from accounting.amqp.topology import declare_coordinator_topology
 from accounting.core.lifecycle import ReportStatus
 from accounting.store.repository import ReportStore
 from accounting.store.schema import outbox

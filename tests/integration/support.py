@@ -14,11 +14,11 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from accounting.app import CoordinatorApp, start_coordinator
-from accounting.coordinator import ReportRun
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.rate_card import RateCard
-from accounting.settings import Settings
+from accounting.runtime.app import CoordinatorApp, start_coordinator
+from accounting.runtime.settings import Settings
+from accounting.service.coordinator import ReportRun
 from contracts import CONTENT_TYPE, Period, PeriodClosed, Topology, UsageRecord, UsageRequest
 from workers.sdk import Responder, UsageService, WorkerSettings
 

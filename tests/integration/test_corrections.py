@@ -16,18 +16,18 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from pypdf import PdfReader
 
-from accounting.broker import declare_coordinator_topology
+from accounting.amqp.topology import declare_coordinator_topology
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.rate_card import RateCard
 from accounting.core.report import Completed
-from accounting.document_store import load_document
-from accounting.documents import InvoiceDocument, render_html, render_pdf
-from accounting.payments import PaymentConsumer
-from accounting.payments_store import SqlLedger, record_payment
-from accounting.preview import run_preview
-from accounting.replay import replay
-from accounting.settings import Settings
+from accounting.documents.loader import load_document
+from accounting.documents.view import InvoiceDocument, render_html, render_pdf
+from accounting.runtime.preview import run_preview
+from accounting.runtime.settings import Settings
+from accounting.service.replay import replay
 from contracts import InvoiceIssued, Period, Topology, UsageRecord, credit_note_id, invoice_id
+from payments.consumer import PaymentConsumer
+from payments.ledger import SqlLedger, record_payment
 from tests.integration.support import (
     CARD_TOML,
     TEST_CARD,

@@ -11,9 +11,9 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from accounting.broker import declare_coordinator_topology, declare_queue
-from accounting.dlq import DeadLetter
-from accounting.dlq_queue import (
+from accounting.amqp.topology import declare_coordinator_topology
+from accounting.dlq.letters import DeadLetter
+from accounting.dlq.queue import (
     DeadLettersMissing,
     UnknownDeadLetters,
     find_dead_letters,
@@ -23,6 +23,7 @@ from accounting.dlq_queue import (
 )
 from contracts import CONTENT_TYPE, ROUTING_INVOICE_ISSUED, ROUTING_PERIOD_CLOSED, Topology
 from tests.integration.support import coordinator, eventually
+from transport.queues import declare_queue
 
 pytestmark = pytest.mark.integration
 

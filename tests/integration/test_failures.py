@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from accounting.amqp.scheduler import close_period
 from accounting.core.gather import Ignored
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Aborted, Completed
-from accounting.scheduler import close_period
 from contracts import AbortCode, Period, Topology
 from tests.integration.support import (
     StaticService,

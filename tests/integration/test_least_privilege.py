@@ -17,17 +17,17 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from accounting.broker import declare_coordinator_topology
+from accounting.amqp.scheduler import close_period
+from accounting.amqp.topology import declare_coordinator_topology
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Completed
-from accounting.payments import PaymentConsumer
-from accounting.scheduler import close_period
 from contracts import Period, PeriodClosed, Topology
+from payments.consumer import PaymentConsumer
 from tests.broker import rabbitmqctl_sync
 from tests.deploy.tools import definitions
 from tests.integration.support import StaticService, coordinator, eventually, record, serving_as
-from tests.integration.test_payments_durable import publish
 from tests.invoices import sample_invoice
+from tests.payments.test_durable import publish
 
 pytestmark = [
     pytest.mark.integration,

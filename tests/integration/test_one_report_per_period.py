@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from accounting.amqp.scheduler import close_period
 from accounting.core.lifecycle import ReportStatus
-from accounting.scheduler import close_period
 from accounting.store.repository import ReportStore
 from contracts import Period, Topology
 from tests.integration.support import StaticService, coordinator, eventually, listening, record, serving

@@ -18,10 +18,10 @@ import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractRobustConnection
 from prometheus_client.parser import text_string_to_metric_families
 
+from accounting.amqp.scheduler import close_period
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Aborted
-from accounting.ops import watch_coordinator
-from accounting.scheduler import close_period
+from accounting.runtime.ops import watch_coordinator
 from contracts import CONTENT_TYPE, Period, Topology, UsageReply, UsageRequest
 from observability import tracing
 from observability.http import HttpSettings, OpsServer

@@ -15,11 +15,11 @@ import pytest
 from aio_pika import DeliveryMode
 from aio_pika.abc import AbstractRobustConnection
 
+from accounting.amqp.scheduler import close_period
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Completed
-from accounting.payments import PaymentConsumer
-from accounting.scheduler import close_period
 from contracts import Period, Topology, invoice_id
+from payments.consumer import PaymentConsumer
 from tests.integration.support import TEST_CARD, coordinator, eventually, listening, serving
 from workers.compute.service import ComputeService
 from workers.compute.store import ComputeStore

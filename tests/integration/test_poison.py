@@ -12,11 +12,11 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.exc import OperationalError
 
-from accounting import coordinator as coordinator_module
-from accounting import pricer
+from accounting.amqp.scheduler import close_period
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Aborted
-from accounting.scheduler import close_period
+from accounting.service import coordinator as coordinator_module
+from accounting.service import pricer
 from accounting.store.repository import ReportStore
 from contracts import AbortCode, Period, Topology, UsageRequest
 from tests.integration.support import (

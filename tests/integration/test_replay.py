@@ -15,8 +15,8 @@ from aio_pika.abc import AbstractRobustConnection
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Aborted, Completed
-from accounting.inspect import report_detail
-from accounting.replay import ReplayRefused, plan_replay, replay
+from accounting.service.queries import report_detail
+from accounting.service.replay import ReplayRefused, plan_replay, replay
 from accounting.store.repository import ReportRecord
 from contracts import Period, Topology, UsageRecord, invoice_id, report_id
 from tests.integration.support import RunningCoordinator, StaticService, coordinator, record, serving

@@ -12,7 +12,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
-from accounting.broker import declare_coordinator_topology
+from accounting.amqp.topology import declare_coordinator_topology
 from contracts import Period, Topology, UsageRecord, UsageReply, UsageRequest
 from tests.integration.support import StaticService, eventually, record
 from workers.sdk import Responder, WorkerSettings

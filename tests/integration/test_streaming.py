@@ -14,8 +14,8 @@ from aio_pika.abc import AbstractRobustConnection
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Aborted, Completed
-from accounting.replay import replay
-from accounting.settings import load_rate_card
+from accounting.runtime.settings import load_rate_card
+from accounting.service.replay import replay
 from accounting.store.repository import LeaseLost
 from contracts import (
     AbortCode,

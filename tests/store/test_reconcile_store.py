@@ -18,13 +18,13 @@ import typer
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from accounting.cli_reconcile import register
+from accounting.cli.reconcile import register
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.rate_card import RateCard
 from accounting.core.reconcile import AccountTrace
 from accounting.core.report import ReportKey
-from accounting.pricer import Pricer
-from accounting.reconcile import CannotReconcile, account_traces, find_target, reconcile
+from accounting.service.pricer import Pricer
+from accounting.service.reconcile import CannotReconcile, account_traces, find_target, reconcile
 from accounting.store import schema
 from accounting.store.repository import RecordRow, ReportStore, StoredReply
 from tests.store.support import OCTOBER, A, chunk, minutes, report_at

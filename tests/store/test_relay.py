@@ -10,9 +10,9 @@ from uuid import UUID
 
 import pytest
 
+from accounting.amqp.publisher import Outgoing, Unroutable
 from accounting.core.lifecycle import ReportStatus
-from accounting.publisher import Outgoing, Unroutable
-from accounting.relay import OutboxRelay
+from accounting.service.relay import OutboxRelay
 from accounting.store.repository import OutboxRow, ReportStore
 from contracts import Period
 from tests.store.support import NOVEMBER, OCTOBER, minutes, publishing_report, status

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from typer.testing import CliRunner
 
-from accounting.cli import app, previous_month
+from accounting.cli.reckon import app, previous_month
 
 
 @pytest.mark.parametrize(

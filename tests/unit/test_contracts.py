@@ -31,7 +31,7 @@ from contracts import (
     invoice_id,
     report_id,
 )
-from contracts.broker import broker_unavailable, redact_url
+from transport.redact import broker_unavailable, redact_url
 
 OCTOBER = Period.month("2026-10")
 REPORT = report_id("2026-10", 1)

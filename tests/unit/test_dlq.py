@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
-from accounting.dlq import dead_letter, detail, letter_id, list_table, replay_headers, select, summary
+from accounting.dlq.letters import dead_letter, detail, letter_id, list_table, replay_headers, select, summary
 
 DIED = datetime(2026, 11, 1, 0, 0, 5, tzinfo=UTC)
 SENT = datetime(2026, 11, 1, 0, 0, 1, tzinfo=UTC)

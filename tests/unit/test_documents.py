@@ -16,10 +16,10 @@ import typer
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
-from accounting import cli_documents
+from accounting.cli import documents as cli_documents
 from accounting.core.lifecycle import ReportStatus
-from accounting.document_store import load_document
-from accounting.documents import (
+from accounting.documents.loader import load_document
+from accounting.documents.view import (
     CreditNoteDocument,
     InvoiceDocument,
     document_view,

@@ -8,24 +8,21 @@ from decimal import Decimal
 
 import pytest
 
-from accounting.core.gather import (
-    DEFAULT_LIMITS,
+from accounting.amqp.gatherer import request_ids
+from accounting.core.gather import Gather, GatherStatus, Ignored
+from accounting.core.gather_answers import ServiceState
+from accounting.core.gather_events import (
     Action,
     ChunkRefused,
     DeadlinePassed,
     DropAnswer,
-    Gather,
-    GatherStatus,
-    Ignored,
     KeepBody,
-    ReplyLimits,
     ReplyReceived,
     RequestReturned,
-    ServiceState,
     StoreChunk,
     TransportLost,
 )
-from accounting.gatherer import request_ids
+from accounting.core.gather_limits import DEFAULT_LIMITS, ReplyLimits
 from contracts import AbortCode, AbortReason, Chunk, ServiceError, UsageRecord, UsageReply
 
 START = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)

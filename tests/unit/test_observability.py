@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from accounting import traces
-from accounting.ops import task_check
-from accounting.publisher import _trace_headers
-from accounting.supervisor import TaskHealth
+from accounting.amqp.publisher import _trace_headers
+from accounting.infra import traces
+from accounting.infra.supervisor import TaskHealth
+from accounting.runtime.ops import task_check
 from contracts import report_id
 from observability import logs, tracing
 from observability.http import SCRAPE_ERRORS, HttpSettings, OpsServer

@@ -10,8 +10,8 @@ import pytest
 import typer
 from pydantic import ValidationError
 
-from accounting.cli_common import settings_from
-from accounting.settings import Settings, load_rate_card, load_settings
+from accounting.cli.common import settings_from
+from accounting.runtime.settings import Settings, load_rate_card, load_settings
 from contracts import UsageRequest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,7 +194,6 @@ def test_the_defaults_and_their_documented_values_hold() -> None:
     assert settings.max_build_attempts == 3
     assert settings.service_users == {}
     assert (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file) == (None, None, None)
-    assert settings.payments_db == Path("var/payments.sqlite3")
 
 
 def test_service_users_come_from_the_environment_or_a_toml_table(

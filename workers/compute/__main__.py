@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from contracts import Period
+from workers.sdk.cli import month
 
 DEFAULT_DB = Path("var/compute.sqlite3")
 
@@ -46,10 +46,7 @@ def seed(
     """Replace the store's events with a deterministic sample around PERIOD."""
     from workers.compute.seed import seed as seed_store
 
-    try:
-        billing_period = Period.month(period)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--period") from None
+    billing_period = month(period)
     summary = seed_store(_prepare(db), billing_period, accounts=accounts, rng_seed=rng_seed)
     Console(soft_wrap=True).print(
         f"seeded [bold]{escape(str(db))}[/bold] for {billing_period.period_id}: {summary.accounts} accounts, "

@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from contracts import Topology, UsageRequest
 from observability import logs, tracing
+from transport.connection import broker_user
 from workers.sdk import metrics
 from workers.sdk.protocol import (
     Chunker,
@@ -85,7 +86,7 @@ class Responder:
             await channel.set_qos(prefetch_count=settings.prefetch)
             queue = await channel.declare_queue(spec.name, passive=True)
         await queue.bind(exchange, routing_key=spec.routing_key)
-        responder = cls(service, channel, queue, settings, connection_user(connection))
+        responder = cls(service, channel, queue, settings, broker_user(connection))
         responder._consumer_tag = await queue.consume(responder.on_message)
         log.info("service %s consuming %s", service.name, spec.name)
         return responder
@@ -258,12 +259,6 @@ class Responder:
         finally:
             await records.aclose()
             metrics.RECORDS_SENT.labels(self.service.name).inc(chunker.records_sent)
-
-
-def connection_user(connection: AbstractConnection) -> str:
-    """The user name the connection logged in as (what the broker checks ``user_id`` against)."""
-    url = getattr(connection, "url", None)
-    return str(getattr(url, "user", None) or "guest")
 
 
 def _now() -> datetime:

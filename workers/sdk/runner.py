@@ -13,19 +13,17 @@ import logging
 import signal
 import sys
 
-import aio_pika
+from aio_pika.abc import AbstractRobustConnection
 
-from contracts.broker import broker_unavailable, redact_url
 from observability import logs
 from observability.http import Check, HttpSettings, HttpUnavailable, OpsServer, start_server
+from transport.connection import BrokerUnavailable, connect, connected_check
+from transport.redact import redact_url
 from workers.sdk.responder import Responder
 from workers.sdk.service import UsageService
 from workers.sdk.settings import WorkerSettings
-from workers.sdk.tls import tls_context
 
 log = logging.getLogger("reckon.worker")
-
-CONNECT_ERRORS = (OSError, aio_pika.exceptions.AMQPConnectionError, asyncio.TimeoutError)
 
 
 async def serve(
@@ -33,9 +31,7 @@ async def serve(
 ) -> None:
     """Serve ``service`` until ``stop`` is set; the robust connection reconnects in between.
     ``ops`` (the operations server) is told what readiness means once the responder exists."""
-    connection = await aio_pika.connect_robust(
-        settings.amqp_url, timeout=10, ssl_context=tls_context(settings)
-    )
+    connection = await connect(settings)
     try:
         responder = await Responder.create(connection, service, settings)
         if ops is not None:
@@ -55,19 +51,13 @@ async def serve(
         await connection.close()
 
 
-def readiness(connection: aio_pika.abc.AbstractRobustConnection, responder: Responder) -> dict[str, Check]:
+def readiness(connection: AbstractRobustConnection, responder: Responder) -> dict[str, Check]:
     """Ready when connected to the broker and consuming the service's queue."""
-
-    async def broker() -> str | None:
-        connected = getattr(connection, "connected", None)
-        if connection.is_closed or (connected is not None and not connected.is_set()):
-            return "not connected (reconnecting)"
-        return None
 
     async def consuming() -> str | None:
         return None if responder.consuming else "not consuming its queue"
 
-    return {"broker": broker, "consuming": consuming}
+    return {"broker": connected_check(connection), "consuming": consuming}
 
 
 async def _stopping() -> str:
@@ -98,8 +88,8 @@ def run_worker(service: UsageService, settings: WorkerSettings | None = None) ->
 
     try:
         asyncio.run(main())
-    except CONNECT_ERRORS as error:
-        print(broker_unavailable(settings.amqp_url, error), file=sys.stderr)
+    except BrokerUnavailable as error:
+        print(error, file=sys.stderr)
         raise SystemExit(2) from None
     except HttpUnavailable as error:
         print(f"error: {error}", file=sys.stderr)

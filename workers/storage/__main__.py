@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from contracts import Period
+from workers.sdk.cli import month
 from workers.storage.seed import seed as seed_store
 from workers.storage.service import StorageService
 from workers.storage.store import StorageStore
@@ -22,13 +22,6 @@ DbOption = Annotated[
 DEFAULT_DB = Path("var/storage.sqlite3")
 
 
-def _month(value: str) -> Period:
-    try:
-        return Period.month(value)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-
-
 @app.command()
 def seed(
     period: Annotated[str, typer.Option("--period", help="Billing month, YYYY-MM.")],
@@ -37,7 +30,7 @@ def seed(
     rng_seed: Annotated[int, typer.Option("--rng-seed", help="Seed of the random generator.")] = 11,
 ) -> None:
     """Replace the database's content with deterministic demo data around one month."""
-    summary = seed_store(db, _month(period), accounts=accounts, rng_seed=rng_seed)
+    summary = seed_store(db, month(period), accounts=accounts, rng_seed=rng_seed)
     Console().print(str(summary), markup=False, highlight=False, soft_wrap=True)
 
 

@@ -1,0 +1,64 @@
+"""Declaring what the coordinator owns, idempotently, at start-up (and deleting a namespace's
+topology, for the demo and the tests). Connecting is shared plumbing: ``transport``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
+
+from contracts import QueueSpec, Topology
+from transport.connection import connect
+from transport.queues import declare_exchange, declare_queue
+
+
+async def declare_coordinator_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Every exchange, the period-closed queue, the payment queues and the dead-letter queue.
+
+    ``payments.invoices`` and ``payments.corrections`` are declared here, not by the payment
+    service, so no invoice or credit note is dropped before the payment service first connects.
+    Usage queues belong to the sub-services.
+    """
+    for spec in topology.exchanges():
+        await declare_exchange(channel, spec)
+    for queue in (
+        topology.dead_letters_queue,
+        topology.period_closed_queue,
+        topology.payments_queue,
+        topology.corrections_queue,
+    ):
+        await declare_queue(channel, queue)
+
+
+async def open_coordinator_queue(
+    connection: AbstractConnection, topology: Topology, spec: QueueSpec, prefetch: int
+) -> tuple[AbstractChannel, AbstractQueue]:
+    """A channel of its own with ``prefetch``, the coordinator's topology declared, and ``spec``'s queue."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=prefetch)
+    await declare_coordinator_topology(channel, topology)
+    return channel, await channel.get_queue(spec.name)
+
+
+async def delete_topology(channel: AbstractChannel, topology: Topology, services: Iterable[str]) -> None:
+    """Delete a namespace's queues and exchanges (demo and test clean-up); never the bare namespace."""
+    if not topology.namespace:
+        raise ValueError("refusing to delete the un-prefixed topology")
+    queues = [
+        topology.period_closed_queue,
+        topology.payments_queue,
+        topology.corrections_queue,
+        topology.dead_letters_queue,
+        *(topology.usage_queue(service) for service in services),
+    ]
+    for queue in queues:
+        await channel.queue_delete(queue.name)
+    for exchange in topology.exchanges():
+        await channel.exchange_delete(exchange.name)
+
+
+async def delete_namespace(url: str, topology: Topology, services: Iterable[str]) -> None:
+    """Connect and delete a namespace's queues and exchanges (demo and test clean-up)."""
+    connection = await connect(url)
+    async with connection:
+        await delete_topology(await connection.channel(), topology, services)

@@ -1,0 +1,162 @@
+"""What every ``reckon`` command shares: consoles, options, one-line failures, the store and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
+
+from accounting.core.rate_card import RateCard
+from accounting.dlq import queue as dlq_queue
+from accounting.runtime.app import StoreUnavailable, open_store
+from accounting.runtime.settings import Settings, load_rate_card, load_settings
+from accounting.store.repository import ReportStore
+from contracts import Period
+from observability import logs
+from observability.http import HttpSettings, HttpUnavailable
+from transport.connection import BrokerUnavailable
+from transport.redact import redact_url, scrub
+from transport.settings import problems
+
+console = Console()
+errors = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="RECKON_CONFIG", help="TOML config file (see config/reckon.toml)."),
+]
+
+
+def fail(message: str) -> NoReturn:
+    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def settings_from(config: Path | None, **overrides: Any) -> Settings:
+    """Load settings; a bad value gives one line per problem naming the field, not a traceback."""
+    try:
+        return load_settings(config, **overrides)
+    except ValidationError as error:
+        fail(f"configuration{f' {config}' if config else ''}: {problems(error)}")
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+
+
+def card_from(settings: Settings) -> RateCard:
+    return card_file(settings.rate_card)
+
+
+def card_file(path: Path) -> RateCard:
+    """The rate card in ``path``; a missing or invalid card fails with one line per problem."""
+    try:
+        return load_rate_card(path)
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+
+
+def month(value: str, param_hint: str = "PERIOD") -> Period:
+    """The calendar month ``YYYY-MM``; anything else is a usage error naming the parameter."""
+    try:
+        return Period.month(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=param_hint) from None
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; a broker or store that does not answer gives one clear line and exit code 2."""
+    try:
+        return asyncio.run(coroutine)
+    except (BrokerUnavailable, StoreUnavailable, dlq_queue.DeadLettersMissing, HttpUnavailable) as error:
+        fail(str(error))
+
+
+_log_format: list[logs.LogFormat] = ["text"]
+
+
+def configure_logging(verbose: bool, process: str | None = None) -> None:
+    """Text lines (default) or JSON lines (``RECKON_LOG_FORMAT=json``: INFO and above, whatever
+    ``verbose`` says, since the console lines of ``announce`` become records too)."""
+    try:
+        chosen = logs.log_format()
+    except ValueError as error:
+        fail(str(error))
+    level = logging.INFO if verbose or chosen == "json" else logging.WARNING
+    _log_format[0] = logs.configure_logging(level, process=process, fmt=chosen)
+
+
+def json_logs() -> bool:
+    """Logs are JSON lines (``RECKON_LOG_FORMAT=json``, set by ``configure_logging``)."""
+    return _log_format[0] == "json"
+
+
+def announce(message: str) -> None:
+    """A long-running command's news: a console line, or with JSON logs a record of its own, so
+    that a container's output stays one JSON object per line."""
+    if _log_format[0] == "json":
+        logging.getLogger("reckon.cli").info(message)
+    else:
+        console.print(message)
+
+
+def http_settings() -> HttpSettings:
+    """``RECKON_HTTP_PORT`` / ``RECKON_HTTP_HOST`` for the operations server; one line if invalid."""
+    try:
+        return HttpSettings.from_env()
+    except ValueError as error:
+        fail(str(error))
+
+
+def signalled() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, installed at once (before a slow start-up)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def until_signalled() -> None:
+    await signalled().wait()
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def store_command(
+    config: Path | None, work: Callable[[ReportStore], Awaitable[T]], create: bool = False
+) -> T:
+    """Open the store named by the settings, run ``work`` on it, close it."""
+    settings = settings_from(config)
+
+    async def main() -> T:
+        store = await open_store(settings.store_url, create=create)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return run(main())
+    except FileNotFoundError as error:
+        fail(str(error))
+    except (OSError, SQLAlchemyError) as error:
+        reason = scrub(str(getattr(error, "orig", None) or error).splitlines()[0], settings.store_url)
+        fail(
+            f"store {redact_url(settings.store_url)}: {reason} "
+            "(is it a Reckon store? `reckon db upgrade` creates one)"
+        )

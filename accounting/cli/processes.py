@@ -1,0 +1,161 @@
+"""The long-running processes of ``reckon``: ``coordinator``, ``relay``, ``payments`` and ``worker``.
+
+Each runs until SIGTERM (``worker`` becomes the sub-service's own process); with RECKON_HTTP_PORT
+the first three serve /healthz, /readyz and /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from accounting.amqp.publisher import AmqpEventPublisher
+from accounting.cli.common import (
+    ConfigOption,
+    announce,
+    card_from,
+    configure_logging,
+    fail,
+    http_settings,
+    run,
+    settings_from,
+    until_signalled,
+)
+from accounting.infra.clock import utc_now
+from accounting.runtime.app import open_store, start_coordinator
+from accounting.service.relay import OutboxRelay
+from contracts import Topology
+from transport.connection import connect
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``coordinator``, ``payments``, ``worker`` and ``relay`` to ``reckon``."""
+    app.command()(coordinator)
+    app.command(
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+    )(payments)
+    app.command()(worker)
+    app.command()(relay)
+
+
+def coordinator(config: ConfigOption = None) -> None:
+    """Run the accounting coordinator until SIGTERM: one report per PeriodClosed.
+
+    With RECKON_HTTP_PORT it serves /healthz, /readyz and /metrics (the server starts first, so
+    /healthz answers while the store is migrated; /readyz once everything is up).
+    """
+    from accounting.runtime import ops as operations
+    from observability.http import start_server
+
+    configure_logging(verbose=True, process="coordinator")
+    settings = settings_from(config)
+    try:
+        settings.require_services()
+    except ValueError as error:
+        fail(str(error))
+    card = card_from(settings)
+    http = http_settings()
+
+    async def main() -> None:
+        server = await start_server(http)
+        try:
+            instance = await start_coordinator(settings, card=card)
+            dead_letters = None if server is None else operations.watch_coordinator(server, instance)
+            announce(
+                f"coordinator ready: services {', '.join(settings.services)}, "
+                f"deadline {settings.deadline_seconds:g}s, namespace {settings.namespace or '(none)'}"
+            )
+            try:
+                await until_signalled()
+            finally:
+                if server is not None:
+                    server.set_checks({"shutdown": operations.stopping})
+                if dead_letters is not None:
+                    await dead_letters.close()
+                await instance.close()
+        finally:
+            if server is not None:
+                await server.stop()
+
+    run(main())
+
+
+def payments(context: typer.Context) -> None:
+    """Run the reference payment consumer (``python -m payments``; ``--help`` for its options).
+
+    It is a party of its own: this process becomes that program, so it loads and exports nothing of
+    the coordinator's.
+    """
+    os.execv(sys.executable, [sys.executable, "-m", "payments", *context.args])
+
+
+def is_worker_program(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"workers.{name}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def worker(
+    name: Annotated[str, typer.Argument(help="The sub-service: a package under workers/, e.g. compute.")],
+    db: Annotated[Path | None, typer.Option(help="Its own SQLite store.")] = None,
+) -> None:
+    """Run a sub-service (``python -m workers.NAME serve``) in this process."""
+    if not name.isidentifier() or not is_worker_program(name):
+        fail(f"no sub-service named {name!r}: expected a package workers/{name}/ with a __main__.py")
+    arguments = [sys.executable, "-m", f"workers.{name}", "serve", *(["--db", str(db)] if db else [])]
+    os.execv(sys.executable, arguments)
+
+
+def relay(config: ConfigOption = None) -> None:
+    """Run only the outbox relay until SIGTERM (when coordinators run with RECKON_RELAY=false).
+
+    With RECKON_HTTP_PORT it serves /healthz, /readyz (broker, store, relay not stalled), /metrics.
+    """
+    from accounting.runtime import ops as operations
+    from observability.http import start_server
+
+    configure_logging(verbose=True, process="relay")
+    settings = settings_from(config)
+    http = http_settings()
+
+    async def main() -> None:
+        server = await start_server(http)
+        store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
+        try:
+            connection = await connect(settings)
+            async with connection:
+                publisher = await AmqpEventPublisher.create(
+                    connection, Topology(settings.namespace), settings.publish_timeout_seconds
+                )
+                outbox_relay = OutboxRelay(
+                    store,
+                    publisher,
+                    utc_now,
+                    settings.relay_poll_seconds,
+                    settings.relay_claim_seconds,
+                    window=settings.relay_window,
+                )
+                stop = asyncio.Event()
+                task = asyncio.create_task(outbox_relay.run(stop))
+                if server is not None:
+                    server.set_checks(operations.relay_checks(connection, store, outbox_relay))
+                    operations.watch_outbox(server, store, [outbox_relay.health])
+                announce("relay running")
+                await until_signalled()
+                if server is not None:
+                    server.set_checks({"shutdown": operations.stopping})
+                stop.set()
+                await task
+        finally:
+            await store.close()
+            if server is not None:
+                await server.stop()
+
+    run(main())

@@ -1,0 +1,343 @@
+"""``reckon``: the app, ``main`` and the small commands (close-period, demo, inspection, replay);
+``cli_processes`` (coordinator, relay, payments, worker), ``cli_dlq`` and the other ``cli_*``
+modules register the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from rich.markup import escape
+
+from accounting.amqp.scheduler import close_period
+from accounting.cli import dlq as cli_dlq
+from accounting.cli import documents as cli_documents
+from accounting.cli import preview as cli_preview
+from accounting.cli import processes as cli_processes
+from accounting.cli import reconcile as cli_reconcile
+from accounting.cli.common import (
+    ConfigOption,
+    JsonOption,
+    card_file,
+    card_from,
+    configure_logging,
+    console,
+    errors,
+    fail,
+    month,
+    print_json,
+    run,
+    settings_from,
+    store_command,
+)
+from accounting.cli.tables import (
+    invoice_lines_table,
+    invoices_table,
+    outbox_table,
+    reasons_table,
+    report_detail_tables,
+    report_table,
+    reports_list_table,
+)
+from accounting.core.gather import Gather
+from accounting.core.report import Aborted
+from accounting.infra.clock import utc_now
+from accounting.runtime.app import start_coordinator
+from accounting.service.coordinator import ReportRun
+from accounting.service.queries import find_report, outbox_summary, report_detail, report_summary
+from accounting.service.replay import ReplayRefused
+from accounting.service.replay import replay as replay_period
+from accounting.store.repository import ReportStore
+from contracts import ROUTING_REPORT_ABORTED, ROUTING_REPORT_COMPLETED, Topology
+from transport.connection import connect
+from transport.redact import redact_url
+
+app = typer.Typer(
+    name="reckon",
+    help="Reckon: period-end usage reports and invoices, pulled from sub-services over RabbitMQ.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+cli_processes.register(app)
+
+
+def previous_month(now: datetime) -> str:
+    """The calendar month before ``now``'s, in UTC, as YYYY-MM."""
+    now = now.astimezone(UTC)
+    year, month_number = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
+    return f"{year:04d}-{month_number:02d}"
+
+
+@app.command("close-period")
+def close_period_command(
+    period: Annotated[str | None, typer.Argument(help="The billing month, YYYY-MM.")] = None,
+    last_month: Annotated[
+        bool, typer.Option("--last-month", help="The calendar month before this one (UTC), for a CronJob.")
+    ] = False,
+    config: ConfigOption = None,
+    requested_by: Annotated[str, typer.Option(help="Who asks, recorded on the event.")] = "operator",
+    wait: Annotated[bool, typer.Option(help="Wait for the report and print its outcome.")] = False,
+) -> None:
+    """Act as the scheduler: publish PeriodClosed for PERIOD, or for last month with --last-month."""
+    if (period is None) == (not last_month):
+        fail("name the period to close: PERIOD (YYYY-MM) or --last-month, not both")
+    billing_period = month(period or previous_month(datetime.now(UTC)))
+    settings = settings_from(config)
+    topology = Topology(settings.namespace)
+
+    async def main() -> dict[str, Any] | None:
+        connection = await connect(settings)
+        async with connection:
+            channel = await connection.channel()
+            listener = await channel.declare_queue("", exclusive=True, auto_delete=True)
+            await channel.declare_exchange(topology.reports.name, topology.reports.kind, durable=True)
+            for key in (ROUTING_REPORT_COMPLETED, ROUTING_REPORT_ABORTED):
+                await listener.bind(topology.reports.name, key)
+            await close_period(connection, topology, billing_period, requested_by)
+            console.print(f"PeriodClosed {billing_period.period_id} published")
+            if not wait:
+                return None
+            async with asyncio.timeout(settings.deadline_seconds + 60), listener.iterator() as messages:
+                async for message in messages:
+                    await message.ack()
+                    body: dict[str, Any] = json.loads(message.body)
+                    if body.get("period", {}).get("period_id") == billing_period.period_id:
+                        return body
+        return None
+
+    try:
+        report = run(main())
+    except TimeoutError:
+        fail(f"no report for {billing_period.period_id} arrived; is a coordinator running?")
+    if report is None:
+        return
+    if "reasons" in report:
+        errors.print(f"[red]report {report['report_id']} aborted[/]")
+        for reason in report["reasons"]:
+            errors.print(
+                f"  {reason.get('service') or '(report)'}: {reason['code']}: {escape(reason['message'])}"
+            )
+        raise typer.Exit(1)
+    console.print(
+        f"[green]report {report['report_id']} completed[/]: {invoice_count(report)} invoices, "
+        f"total {report['total']} {report['currency']}"
+    )
+
+
+def invoice_count(report: dict[str, Any]) -> int:
+    """ReportCompleted 2.0 carries a count; a 1.x event (from an older coordinator) the list."""
+    count = report.get("invoice_count")
+    return int(count) if count is not None else len(report.get("invoices") or ())
+
+
+@app.command()
+def demo(
+    period: Annotated[str | None, typer.Option(help="Billing month YYYY-MM; default last month.")] = None,
+    accounts: Annotated[int, typer.Option(min=1, max=500, help="Accounts in the sample.")] = 40,
+    config: ConfigOption = None,
+) -> None:
+    """Run a whole billing period end to end on the local broker and print the report and invoices."""
+    from accounting.cli.demo import demo_namespace, run_demo
+
+    configure_logging(verbose=False)
+    billing_period = month(period or previous_month(datetime.now(UTC)))
+    overrides: dict[str, Any] = {"namespace": demo_namespace(), "shutdown_grace_seconds": 0}
+    if config is None and not os.environ.get("RECKON_SERVICES"):
+        overrides["services"] = ("compute", "storage")
+    settings = settings_from(config, **overrides)
+    card = card_from(settings)
+    console.print(
+        f"[bold]Reckon demo[/]: period {billing_period.period_id}, broker {redact_url(settings.amqp_url)}"
+    )
+    with tempfile.TemporaryDirectory(prefix="reckon-demo-") as workdir:
+        if "store_url" not in settings.model_fields_set:
+            settings = settings.model_copy(
+                update={"store_url": f"sqlite+aiosqlite:///{workdir}/reckon.sqlite3"}
+            )
+        result = run(run_demo(settings, card, billing_period, accounts, Path(workdir), console))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+cli_preview.register(app)
+
+reports_app = typer.Typer(help="Inspect and reconcile stored reports.", no_args_is_help=True)
+app.add_typer(reports_app, name="reports")
+cli_reconcile.register(reports_app)
+invoices_app = typer.Typer(
+    help="Inspect stored invoices and credit notes; render them as documents.", no_args_is_help=True
+)
+app.add_typer(invoices_app, name="invoices")
+cli_documents.register(invoices_app)
+db_app = typer.Typer(help="The accounting store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+cli_dlq.register(app)
+
+
+@reports_app.command("list")
+def reports_list(
+    period: Annotated[str | None, typer.Option(help="Only this period.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every report: period, revision, status, totals."""
+    records = store_command(config, lambda store: store.list_reports(period))
+    summaries = [report_summary(record) for record in records]
+    if as_json:
+        print_json(summaries)
+    else:
+        console.print(reports_list_table(summaries))
+
+
+@reports_app.command("show")
+def reports_show(
+    period: Annotated[str, typer.Argument(help="The period, e.g. 2026-10.")],
+    revision: Annotated[int | None, typer.Option(min=1, help="A revision; default the newest.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Status history, per-service outcome and reason, record counts, totals."""
+
+    async def work(store: ReportStore) -> dict[str, Any] | None:
+        record = await find_report(store, period, revision)
+        return None if record is None else await report_detail(store, record)
+
+    detail = store_command(config, work)
+    if detail is None:
+        fail(f"no report for period {period}" + ("" if revision is None else f" revision {revision}"))
+    if as_json:
+        print_json(detail)
+        return
+    for table in report_detail_tables(detail):
+        console.print(table)
+
+
+@invoices_app.command("show")
+def invoices_show(
+    invoice: Annotated[str | None, typer.Argument(help="An invoice id.")] = None,
+    period: Annotated[str | None, typer.Option(help="Every invoice of this period instead.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One invoice with its lines, or the invoices of a period."""
+    if (invoice is None) == (period is None):
+        fail("name an invoice id, or --period PERIOD")
+    try:
+        wanted = None if invoice is None else UUID(invoice)
+    except ValueError:
+        fail(f"{invoice!r} is not an invoice id (a UUID)")
+    found = store_command(config, lambda store: store.invoices(invoice_id=wanted, period_id=period))
+    if not found:
+        fail(f"no invoice {invoice}" if invoice else f"no invoices for period {period}")
+    if as_json:
+        print_json([item.model_dump(mode="json") for item in found])
+    elif invoice is not None:
+        console.print(invoice_lines_table(found[0]))
+    else:
+        console.print(invoices_table(found, title=f"Invoices of {period}"))
+
+
+@app.command()
+def outbox(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The relay's backlog: events waiting (and for how long), events sent, the last failure."""
+    status = store_command(config, lambda store: store.outbox_status())
+    summary = outbox_summary(status, utc_now())
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(outbox_table(summary))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or migrate the store's schema (the coordinator also does this at start-up)."""
+
+    async def work(_store: ReportStore) -> None:
+        return None
+
+    store_command(config, work, create=True)
+    console.print("store schema is up to date")
+
+
+@app.command()
+def replay(
+    period: Annotated[str, typer.Argument(help="The period to rebuild, e.g. 2026-10.")],
+    service: Annotated[
+        list[str] | None, typer.Option("--service", "-s", help="Only this failed service (repeatable).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replay a completed period: credit its invoices and issue corrected ones.")
+    ] = False,
+    rate_card: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-card",
+            help="Price with this card (a TOML file, or 'current' for the configured one) instead of "
+            "the card stored with the revision being replaced.",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Rebuild PERIOD's report as a new revision (idempotent: a replay in progress is not doubled).
+
+    The new revision is priced with the rate card of the revision it replaces, so the same replies
+    give the same invoices; --rate-card names another one.
+    """
+    configure_logging(verbose=False)
+    settings = settings_from(config)
+    card = card_from(settings)
+    replay_card = None if rate_card in (None, "current") else card_file(Path(str(rate_card)))
+    if rate_card == "current":
+        replay_card = card
+    services = tuple(service or ())
+    if not services:
+        try:
+            settings.require_services()
+        except ValueError as error:
+            fail(str(error))
+    answered = [0]
+
+    def on_progress(gather: Gather) -> None:
+        if gather.answered != answered[0]:
+            answered[0] = gather.answered
+            console.print(f"services answered: {gather.answered}/{gather.expected}")
+
+    async def main() -> ReportRun:
+        instance = await start_coordinator(
+            settings.model_copy(update={"services": settings.services or services}),
+            card=card,
+            consume=False,
+            background=False,
+            on_progress=on_progress,
+        )
+        try:
+            built = await replay_period(instance.coordinator, period, services, force, replay_card)
+            await instance.relay.flush()
+            return built
+        finally:
+            await instance.close()
+
+    try:
+        built = run(main())
+    except ReplayRefused as refusal:
+        fail(str(refusal))
+    console.print(report_table(built))
+    if isinstance(built.outcome, Aborted):
+        console.print(reasons_table(built.outcome.report.reasons))
+        raise typer.Exit(1)
+    summary = built.outcome.report
+    console.print(
+        f"[green]revision {built.key.revision} of {period} built[/]: {summary.invoice_count} invoices, "
+        f"total {summary.total} {summary.currency}"
+    )
+
+
+def main() -> None:
+    app()

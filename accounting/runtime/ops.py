@@ -1,0 +1,137 @@
+"""Operating the accounting processes: what ``/readyz`` checks and what ``/metrics`` reads at
+scrape time, for the coordinator and the standalone relay.
+
+The server itself is ``observability.http``; the metrics are in ``accounting.infra.metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from sqlalchemy import text
+
+from accounting.infra import metrics
+from accounting.infra.supervisor import TaskHealth
+from accounting.runtime.app import CoordinatorApp
+from accounting.service.relay import OutboxRelay
+from accounting.store.repository import ReportStore
+from contracts import Topology
+from observability.http import Check, OpsServer
+from transport.connection import connected_check
+
+log = logging.getLogger("reckon.ops")
+
+
+def store_check(store: ReportStore) -> Check:
+    async def reachable() -> str | None:
+        async with store.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return None
+
+    return reachable
+
+
+def task_check(health: TaskHealth) -> Check:
+    """A supervised task is ready while it runs and its last round did not fail. For the relay,
+    "stalled" means exactly that: not running, or failing (the broker or the store refusing)."""
+
+    async def task() -> str | None:
+        if not health.running:
+            return "not running"
+        if health.failures:
+            return f"failing ({health.failures} in a row): {health.last_error}"
+        return None
+
+    return task
+
+
+def coordinator_checks(app: CoordinatorApp) -> dict[str, Check]:
+    """Broker connected, its queues declared and PeriodClosed consumed, store reachable, relay
+    (when this coordinator relays) and the take-over loop not failing."""
+    checks: dict[str, Check] = {"broker": connected_check(app.connection), "store": store_check(app.store)}
+
+    async def period_consumer() -> str | None:
+        if app.consumer is None:
+            return "not consuming accounting.period-closed"
+        if app.consumer.closed:
+            return "its channel is closed (reopening)"
+        return await task_check(app.period_consumer)()
+
+    if app.consumer is not None:
+        checks["period_consumer"] = period_consumer
+    if app.settings.relay:
+        checks["relay"] = task_check(app.relay.health)
+    checks["resume"] = task_check(app.resumer)
+    return checks
+
+
+def relay_checks(connection: AbstractConnection, store: ReportStore, relay: OutboxRelay) -> dict[str, Check]:
+    return {
+        "broker": connected_check(connection),
+        "store": store_check(store),
+        "relay": task_check(relay.health),
+    }
+
+
+async def stopping() -> str:
+    return "stopping"
+
+
+def watch_outbox(server: OpsServer, store: ReportStore, tasks: Sequence[TaskHealth]) -> None:
+    """At each scrape: the outbox backlog and its oldest row's age, and each task's failures."""
+
+    async def outbox() -> None:
+        status = await store.outbox_status()
+        metrics.OUTBOX_PENDING.set(status.pending)
+        metrics.OUTBOX_STAGED.set(status.staged)
+        oldest = status.oldest_pending_at
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        age = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        metrics.OUTBOX_OLDEST_AGE.set(age)
+
+    async def supervised() -> None:
+        for health in tasks:
+            metrics.TASK_FAILURES.labels(health.name).set(health.failures)
+
+    server.before_scrape("outbox", outbox)
+    server.before_scrape("tasks", supervised)
+
+
+class DeadLetterCount:
+    """The dead-letter queue's message count, by a passive declare on a channel of its own."""
+
+    def __init__(self, connection: AbstractConnection, topology: Topology) -> None:
+        self._connection = connection
+        self._queue = topology.dead_letters_queue.name
+        self._channel: AbstractChannel | None = None
+
+    async def refresh(self) -> None:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel()
+        try:
+            queue = await self._channel.declare_queue(self._queue, passive=True)
+        except Exception:
+            channel, self._channel = self._channel, None  # a missing queue closes the channel
+            if not channel.is_closed:
+                await channel.close()
+            raise
+        metrics.DEAD_LETTERS.set(queue.declaration_result.message_count or 0)
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+        self._channel = None
+
+
+def watch_coordinator(server: OpsServer, app: CoordinatorApp) -> DeadLetterCount:
+    """Readiness and scrape-time metrics of a running coordinator; close the returned counter
+    when the coordinator stops."""
+    server.set_checks(coordinator_checks(app))
+    watch_outbox(server, app.store, app.health)
+    dead_letters = DeadLetterCount(app.connection, Topology(app.settings.namespace))
+    server.before_scrape("dead_letters", dead_letters.refresh)
+    return dead_letters

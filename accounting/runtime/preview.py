@@ -1,0 +1,94 @@
+"""Preview: a period's invoices before it closes, as the real report would issue them.
+
+A preview is built by the very code that builds a report (gather from every configured service,
+store the replies, normalize and price from the store) in a store of previews of its own
+(``preview_store_url``), so it never counts as one of the period's revisions. It is never
+published: no relay runs on the preview store, and its invoices stay there for inspection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from accounting.amqp.gatherer import ProgressCallback
+from accounting.core.rate_card import RateCard
+from accounting.core.report import Aborted
+from accounting.infra.clock import utc_now
+from accounting.runtime.app import start_coordinator
+from accounting.runtime.settings import Settings
+from accounting.service.coordinator import ReportRun
+from contracts import InvoiceIssued, Period, report_id
+
+
+class NoPreviewStore(ValueError):
+    """No place to keep previews: the store is not SQLite and ``preview_store_url`` is unset."""
+
+
+@dataclass(frozen=True)
+class Preview:
+    run: ReportRun
+    invoices: tuple[InvoiceIssued, ...]
+    """The invoices the report would issue (only the named account's, if one was named)."""
+    rate_card: str
+    """The fingerprint of the card that priced them."""
+
+
+def preview_store_url(settings: Settings) -> str:
+    """``preview_store_url``, or a SQLite file beside a SQLite store."""
+    if settings.preview_store_url is not None:
+        return settings.preview_store_url
+    url = make_url(settings.store_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        path = Path(url.database)
+        return url.set(database=str(path.with_name(f"{path.stem}-previews{path.suffix}"))).render_as_string(
+            hide_password=False
+        )
+    raise NoPreviewStore(
+        "previews are kept apart from the period's reports: set preview_store_url "
+        "(RECKON_PREVIEW_STORE_URL) to a database of their own"
+    )
+
+
+async def run_preview(
+    settings: Settings,
+    card: RateCard,
+    period: Period,
+    account: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Preview:
+    """Gather and price ``period`` now, as a new preview revision in the preview store."""
+    instance = await start_coordinator(
+        # No relay: a preview's invoices and events stay in its outbox, never sent.
+        settings.model_copy(update={"store_url": preview_store_url(settings), "relay": False}),
+        card=card,
+        consume=False,
+        background=False,
+        on_progress=on_progress,
+    )
+    try:
+        coordinator, store = instance.coordinator, instance.store
+        latest = await store.latest(period.period_id)
+        revision = 1 if latest is None else latest.revision + 1
+        now = utc_now()
+        record = await store.create_report(
+            report_id=report_id(period.period_id, revision),
+            period=period,
+            revision=revision,
+            services=coordinator.services,
+            requested=coordinator.services,
+            at=now,
+            reason="preview",
+            owner=coordinator.owner,
+            lease_until=now + coordinator.lease,
+            rate_card=card.model_dump(mode="json"),
+        )
+        run = await coordinator.build(record)
+        if isinstance(run.outcome, Aborted):
+            return Preview(run, (), card.fingerprint)
+        invoices = await store.invoices(report_id=record.report_id, account_id=account)
+        return Preview(run, tuple(invoices), card.fingerprint)
+    finally:
+        await instance.close()

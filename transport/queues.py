@@ -1,0 +1,56 @@
+"""Declaring what the contract's topology describes, and waiting for a queue another party owns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
+
+from contracts import ExchangeSpec, QueueSpec
+
+
+async def declare_exchange(channel: AbstractChannel, spec: ExchangeSpec) -> AbstractExchange:
+    return await channel.declare_exchange(spec.name, spec.kind, durable=True)
+
+
+async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+    """The queue with its arguments, its exchange, and its bindings (idempotent)."""
+    exchange = await declare_exchange(channel, spec.exchange)
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    for routing_key in (spec.routing_key, *spec.also_bound):
+        await queue.bind(exchange, routing_key=routing_key)
+    return queue
+
+
+async def queue_exists(connection: AbstractConnection, name: str) -> bool:
+    """A passive declare on a channel of its own (a missing queue closes the channel it is asked on)."""
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(name, passive=True)
+        return True
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def wait_for_queue(
+    connection: AbstractConnection,
+    name: str,
+    timeout: float = 60.0,
+    poll: float = 0.1,
+    give_up: Callable[[], None] | None = None,
+) -> None:
+    """Wait until queue ``name`` exists (its owner declared it). ``give_up`` is called before every
+    look and may raise to stop waiting (a process that should declare it has exited, say); past
+    ``timeout`` it raises ``TimeoutError``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if give_up is not None:
+                give_up()
+            if await queue_exists(connection, name):
+                return
+            await asyncio.sleep(poll)
