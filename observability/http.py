@@ -2,9 +2,12 @@
 
 - ``GET /healthz``: 200 while the process (its event loop) answers: liveness, never a dependency.
 - ``GET /readyz``: 200 when every readiness check passes, else 503; the JSON body names each
-  check and, for a failing one, why (``{"status": "not ready", "checks": {"broker": "not
-  connected", "store": "ok"}}``). Until the process installs its checks it answers 503
-  ``starting``.
+  check and, for a failing one, a short reason (``{"status": "not ready", "checks": {"broker":
+  "not connected", "store": "ok"}}``). A check that raises shows only the exception's type
+  (``"failed (OperationalError), see the log"``): an exception's text can carry a URL, and
+  ``/readyz`` is read by whoever reaches the port. The exception itself is logged at WARNING once
+  each time a check starts failing differently (not at every probe), and its recovery at INFO.
+  Until the process installs its checks it answers 503 ``starting``.
 - ``GET /metrics``: the Prometheus text format (prometheus-client's default registry, process and
   Python metrics included). Hooks registered with ``before_scrape`` refresh gauges that are read at
   scrape time (the outbox backlog, the dead-letter count), each bounded by a timeout.
@@ -83,6 +86,8 @@ class OpsServer:
         self._registry = registry
         self._timeout = timeout
         self._checks: dict[str, Check] = {"startup": _starting}
+        self._raised: dict[str, str] = {}
+        """Per check that raised at its last run: the type and text of what it raised, logged once."""
         self._hooks: dict[str, ScrapeHook] = {}
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -131,17 +136,28 @@ class OpsServer:
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         """Every check at once, each bounded by the timeout: (ready, name → "ok" or why not)."""
         names = list(self._checks)
-        results = await asyncio.gather(*(self._run_check(self._checks[name]) for name in names))
+        results = await asyncio.gather(*(self._run_check(name, self._checks[name]) for name in names))
         checks = {name: result or "ok" for name, result in zip(names, results, strict=True)}
         return all(result is None for result in results), checks
 
-    async def _run_check(self, check: Check) -> str | None:
+    async def _run_check(self, name: str, check: Check) -> str | None:
         try:
-            return await asyncio.wait_for(check(), self._timeout)
+            result = await asyncio.wait_for(check(), self._timeout)
         except TimeoutError:
             return f"no answer within {self._timeout:g}s"
         except Exception as error:
-            return f"{type(error).__name__}: {error}"
+            kind = type(error).__name__
+            detail = f"{kind}: {error}"
+            if self._raised.get(name) != detail:
+                self._raised[name] = detail
+                log.warning("readiness check %s failed: %s", name, detail, exc_info=error)
+            return f"failed ({kind}), see the log"
+        self._recovered(name)
+        return result
+
+    def _recovered(self, name: str) -> None:
+        if self._raised.pop(name, None) is not None:
+            log.info("readiness check %s no longer raises", name)
 
     async def refresh(self) -> None:
         """Run every scrape hook (what ``/metrics`` does before it renders)."""

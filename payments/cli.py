@@ -21,7 +21,8 @@ from observability.http import HttpSettings, HttpUnavailable, start_server
 from payments.ledger import SqlLedger, record_payment
 from payments.process import GracefulPaymentConsumer, PaymentMetrics, payments_checks, stopping
 from payments.settings import PaymentSettings, load_payment_settings
-from transport.connection import BrokerUnavailable, broker_user, connect
+from transport.connection import BrokerUnavailable, Stopped, broker_user, connect, unless_stopped
+from transport.redact import url_secrets
 from transport.settings import problems
 
 console = Console()
@@ -35,13 +36,16 @@ def fail(message: str) -> NoReturn:
 
 
 def settings_from(config: Path | None, **overrides: Any) -> PaymentSettings:
-    """Load settings; a bad value gives one line per problem naming the field, not a traceback."""
+    """Load settings; a bad value gives one line per problem naming the field, not a traceback.
+    The broker URL's secrets are hidden from every log line of this process from then on."""
     try:
-        return load_payment_settings(config, **overrides)
+        settings = load_payment_settings(config, **overrides)
     except ValidationError as error:
         fail(f"configuration{f' {config}' if config else ''}: {problems(error)}")
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
+    logs.hide_secrets(*url_secrets(settings.amqp_url))
+    return settings
 
 
 def payments(
@@ -60,8 +64,9 @@ def payments(
 
     Each invoice is recorded in --db with its payment, in one transaction, before it is acknowledged;
     a restart or a redelivery drops invoices already handled. On SIGTERM it stops taking
-    invoices, gives those being handled shutdown_grace_seconds, and gives back the rest; with
-    RECKON_HTTP_PORT it serves /healthz, /readyz and /metrics.
+    invoices, gives those being handled shutdown_grace_seconds, and gives back the rest (SIGTERM
+    while it is still connecting stops it at once); with RECKON_HTTP_PORT it serves /healthz,
+    /readyz and /metrics.
     """
     try:
         chosen = logs.log_format()
@@ -93,16 +98,20 @@ def payments(
         server = await start_server(http)
         ledger = await SqlLedger.open(settings.payments_db)
         try:
-            connection = await connect(settings)
+            # SIGTERM while connecting (or declaring) stops at once: nothing was taken yet.
+            connection = await connect(settings, stop=stop)
             async with connection:
-                consumer = await GracefulPaymentConsumer.begin_consuming(
-                    connection,
-                    Topology(settings.namespace),
-                    show,
-                    ledger=ledger,
-                    in_transaction=record_payment,
-                    prefetch=settings.prefetch,
-                    publisher=settings.coordinator_user or broker_user(connection),
+                consumer = await unless_stopped(
+                    GracefulPaymentConsumer.begin_consuming(
+                        connection,
+                        Topology(settings.namespace),
+                        show,
+                        ledger=ledger,
+                        in_transaction=record_payment,
+                        prefetch=settings.prefetch,
+                        publisher=settings.coordinator_user or broker_user(connection),
+                    ),
+                    stop,
                 )
                 counters = PaymentMetrics(consumer)
                 REGISTRY.register(counters)
@@ -128,6 +137,8 @@ def payments(
 
     try:
         asyncio.run(main())
+    except Stopped:
+        announce("payment consumer stopped before it was consuming: no invoice was taken")
     except (BrokerUnavailable, HttpUnavailable) as error:
         fail(str(error))
     except (OSError, SQLAlchemyError) as error:

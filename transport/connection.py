@@ -1,25 +1,75 @@
 """Connecting to RabbitMQ: a robust connection with TLS when the URL is ``amqps://``, named to the
-broker, and one clear error when the broker does not answer."""
+broker, and one clear error when the broker does not answer.
+
+``connect`` checks the URL first (``transport.urls``) and bounds the first attempt: aio-pika retries,
+and logs, a URL it cannot use for ever. Given a ``stop`` event (set by SIGTERM), it gives up as
+soon as the event is set, closing what it had begun, and raises ``Stopped``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 
 from transport.redact import broker_unavailable, redact_url, scrub
+from transport.urls import amqp_url_problem
 
 CONNECT_ERRORS = (OSError, aio_pika.exceptions.AMQPConnectionError, asyncio.TimeoutError)
+FIRST_ATTEMPT_GRACE_SECONDS = 1.0
+"""How much longer than ``connect_timeout`` the first connection may take in all (TLS, login,
+aio-pika's own retries of an error it does not count as a connection error) before it is given up."""
+T = TypeVar("T")
+LIBRARY_LOGGERS = ("aiormq.connection", "aio_pika.connection", "aio_pika.robust_connection")
+"""Where aio-pika and aiormq log a connection attempt that failed."""
+
+
+class _FirstAttempt:
+    """Whether the first attempt of one ``connect`` is still under way (shared by the tasks aio-pika
+    starts for it, which inherit the context it was set in)."""
+
+    pending = True
+
+
+_first_attempt: contextvars.ContextVar[_FirstAttempt | None] = contextvars.ContextVar(
+    "reckon_first_connect_attempt", default=None
+)
+
+
+class _QuietFirstAttempt(logging.Filter):
+    """Drops what aio-pika and aiormq log about a first attempt still under way: ``connect`` says
+    in one line (``BrokerUnavailable``) how it ended. Reconnections later are logged as usual."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        attempt = _first_attempt.get()
+        return attempt is None or not attempt.pending
+
+
+_QUIET = _QuietFirstAttempt()
+
+
+def _quiet_first_attempts() -> None:
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
 
 
 class BrokerUnavailable(RuntimeError):
     """RabbitMQ did not answer, or TLS to it could not be set up; the message says where and what
     to do, without the URL's password."""
+
+
+class Stopped(Exception):
+    """``stop`` was set (SIGTERM, say) before the work it guarded was done; that work was cancelled."""
 
 
 class BrokerSettings(Protocol):
@@ -63,35 +113,96 @@ def tls_context(
 
 
 async def connect(
-    target: str | BrokerSettings, connect_timeout: float = 10.0, name: str | None = None
+    target: str | BrokerSettings,
+    connect_timeout: float = 10.0,
+    name: str | None = None,
+    *,
+    stop: asyncio.Event | None = None,
 ) -> AbstractRobustConnection:
     """A robust connection to the broker at ``target`` (a URL, or the settings, which also give the
-    TLS files for an ``amqps://`` URL). A broker that does not answer raises ``BrokerUnavailable``,
-    whose message names the URL without its password."""
+    TLS files for an ``amqps://`` URL). A malformed URL, or a broker that does not answer within
+    ``connect_timeout``, raises ``BrokerUnavailable``, whose message names the URL without its
+    password. With ``stop``: raises ``Stopped`` as soon as it is set, having closed the connection
+    it had begun (whose retries would otherwise go on)."""
     if isinstance(target, str):
         url, context = target, tls_context(target)
     else:
         url = target.amqp_url
         context = tls_context(url, target.tls_ca_file, target.tls_cert_file, target.tls_key_file)
+    problem = amqp_url_problem(url)
+    if problem is not None:
+        raise BrokerUnavailable(f"AMQP_URL {problem}")
+    attempt = _connect(url, context, connect_timeout, name)
+    return await (attempt if stop is None else unless_stopped(attempt, stop))
+
+
+async def _connect(
+    url: str, context: ssl.SSLContext | None, connect_timeout: float, name: str | None
+) -> AbstractRobustConnection:
+    begun: list[AbstractRobustConnection] = []
+    _quiet_first_attempts()
+    attempt = _FirstAttempt()
+    token = _first_attempt.set(attempt)
+
+    class RobustConnection(aio_pika.RobustConnection):  # the name aio-pika's repr shows in logs
+        """Remembered as soon as it exists, so that a failed or cancelled first attempt can close
+        it (aio-pika's reconnection task would otherwise retry, and log, until the process ends)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            begun.append(self)
+
     try:
-        return await aio_pika.connect_robust(
-            url,
-            timeout=connect_timeout,
-            ssl_context=context,
-            client_properties=None if name is None else {"connection_name": name},
-        )
-    except ssl.SSLError as error:
-        raise BrokerUnavailable(
-            f"TLS to AMQP_URL={redact_url(url)} failed ({scrub(str(error), url)}): check tls_ca_file "
-            "against the broker's certificate and host name, and tls_cert_file / tls_key_file"
-        ) from None
-    except CONNECT_ERRORS as error:
-        # ``from None``: the cause's text is in the message, scrubbed; a chained cause is not.
-        raise BrokerUnavailable(broker_unavailable(url, error)) from None
-    except ValueError as error:  # the URL itself (yarl)
-        raise BrokerUnavailable(
-            f"AMQP_URL={redact_url(url)} is not a valid amqp:// or amqps:// URL ({scrub(str(error), url)})"
-        ) from None
+        async with asyncio.timeout(connect_timeout + FIRST_ATTEMPT_GRACE_SECONDS):
+            return await aio_pika.connect_robust(
+                url,
+                timeout=connect_timeout,
+                ssl_context=context,
+                client_properties=None if name is None else {"connection_name": name},
+                connection_class=RobustConnection,
+            )
+    except BaseException as error:
+        for connection in begun:
+            with contextlib.suppress(Exception):
+                await connection.close()
+        if isinstance(error, ssl.SSLError):
+            raise BrokerUnavailable(
+                f"TLS to AMQP_URL={redact_url(url)} failed ({scrub(str(error), url)}): check tls_ca_file "
+                "against the broker's certificate and host name, and tls_cert_file / tls_key_file"
+            ) from None
+        if isinstance(error, TimeoutError):
+            raise BrokerUnavailable(
+                broker_unavailable(url, TimeoutError(f"no connection within {connect_timeout:g}s"))
+            ) from None
+        if isinstance(error, CONNECT_ERRORS):
+            # ``from None``: the cause's text is in the message, scrubbed; a chained cause is not.
+            raise BrokerUnavailable(broker_unavailable(url, error)) from None
+        if isinstance(error, ValueError):  # the URL itself (yarl)
+            detail = scrub(str(error), url)
+            raise BrokerUnavailable(
+                f"AMQP_URL={redact_url(url)} is not a valid amqp:// or amqps:// URL ({detail})"
+            ) from None
+        raise
+    finally:
+        attempt.pending = False
+        _first_attempt.reset(token)
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T:
+    """``work``'s result, unless ``stop`` is set first: then ``work`` is cancelled (and awaited,
+    so that its clean-up runs) and ``Stopped`` is raised. A stop already set stops at once."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, stopped, return_exceptions=True)
+    if task.cancelled() and stop.is_set():
+        raise Stopped
+    return task.result()
 
 
 def broker_user(connection: AbstractConnection) -> str:

@@ -25,7 +25,7 @@ from contracts import Period
 from observability import logs
 from observability.http import HttpSettings, HttpUnavailable
 from transport.connection import BrokerUnavailable
-from transport.redact import redact_url, scrub
+from transport.redact import redact_url, scrub, url_secrets
 from transport.settings import problems
 
 console = Console()
@@ -44,13 +44,23 @@ def fail(message: str) -> NoReturn:
 
 
 def settings_from(config: Path | None, **overrides: Any) -> Settings:
-    """Load settings; a bad value gives one line per problem naming the field, not a traceback."""
+    """Load settings; a bad value gives one line per problem naming the field, not a traceback.
+    The URLs' secrets are hidden from every log line of this process from then on."""
     try:
-        return load_settings(config, **overrides)
+        settings = load_settings(config, **overrides)
     except ValidationError as error:
         fail(f"configuration{f' {config}' if config else ''}: {problems(error)}")
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
+    hide_url_secrets(settings)
+    return settings
+
+
+def hide_url_secrets(settings: Settings) -> None:
+    """Hide the broker's and the stores' passwords (and whatever else their URLs keep secret) in
+    every log line of this process: the coordinator's, the relay's, the scheduler's, the libraries'."""
+    urls = (settings.amqp_url, settings.store_url, settings.preview_store_url)
+    logs.hide_secrets(*(secret for url in urls if url for secret in url_secrets(url)))
 
 
 def card_from(settings: Settings) -> RateCard:

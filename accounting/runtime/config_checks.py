@@ -19,6 +19,7 @@ SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 SERVICE_NAME_MAX = 64
 BROKER_USER = re.compile(r"^[^\s,=]{1,255}$")
 STORE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def service_name_problem(name: str) -> str | None:
@@ -78,6 +79,12 @@ def store_url_problem(url: str) -> str | None:
         return None
     if "@" in (parsed.host or "") or "@" in (parsed.username or ""):
         return f"has an '@' in its user or password; percent-encode it as %40: {shown}"
+    rest = url.partition("://")[2]
+    if _BAD_ESCAPE.search(rest[: max(rest.rfind("@"), 0)]):
+        return (
+            "has a '%' in its user or password that does not start a percent-escape; "
+            f"percent-encode it as %25: {shown}"
+        )
     if not parsed.host and "host" not in parsed.query:
         return f"names no host: {shown}"
     if not parsed.database:

@@ -2,6 +2,9 @@
 scrape time, for the coordinator and the standalone relay.
 
 The server itself is ``observability.http``; the metrics are in ``accounting.infra.metrics``.
+A check's reason is short and never an exception's text (a broker's or a database's error message
+can carry a URL, and ``/readyz`` answers whoever reaches the port): at most the error's type. The
+error itself is in the log (the supervisor logs each failure; the server a check that raises).
 """
 
 from __future__ import annotations
@@ -26,12 +29,21 @@ log = logging.getLogger("reckon.ops")
 
 
 def store_check(store: ReportStore) -> Check:
+    """None while ``SELECT 1`` answers; a failure raises, and the server shows only its type and
+    logs it (once per change)."""
+
     async def reachable() -> str | None:
         async with store.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         return None
 
     return reachable
+
+
+def error_kind(last_error: str | None) -> str:
+    """The type of a ``TaskHealth.last_error`` (``"OSError: ..."`` → ``"OSError"``), its text left out."""
+    kind = (last_error or "").partition(": ")[0].strip()
+    return kind if kind.isidentifier() else "error"
 
 
 def task_check(health: TaskHealth) -> Check:
@@ -42,7 +54,7 @@ def task_check(health: TaskHealth) -> Check:
         if not health.running:
             return "not running"
         if health.failures:
-            return f"failing ({health.failures} in a row): {health.last_error}"
+            return f"failing ({health.failures} in a row): {error_kind(health.last_error)}"
         return None
 
     return task

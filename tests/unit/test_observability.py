@@ -249,7 +249,7 @@ async def test_alive_at_once_ready_only_once_every_check_passes(
     assert json.loads(body)["checks"] == {
         "store": "ok",
         "broker": "not connected (reconnecting)",
-        "relay": "OSError: database is locked",
+        "relay": "failed (OSError), see the log",  # never the raw text (it can carry a URL)
         "slow": "no answer within 0.5s",
     }
     ops.set_checks({"store": fine})
@@ -290,6 +290,6 @@ async def test_a_stalled_task_is_not_ready_and_says_why() -> None:
     health.running = True
     assert await check() is None
     health.failed(ConnectionError("broker refused the channel"))
-    assert await check() == "failing (1 in a row): ConnectionError: broker refused the channel"
+    assert await check() == "failing (1 in a row): ConnectionError"  # the type, never the raw text
     health.ok()
     assert await check() is None

@@ -1,9 +1,15 @@
 """Run one sub-service until SIGTERM or SIGINT: the ``serve`` command of every worker.
 
+Its settings come from the environment (``WorkerSettings``): a value that is refused (a malformed
+``AMQP_URL``, say) gives one line naming the variable, never the password, and exit code 2. The
+broker URL's secrets are hidden from every log line of the process (``observability.logs``).
+
 On SIGTERM it stops taking requests, gives the answers in flight ``shutdown_grace_seconds`` to
 finish, gives back to the queue what it did not acknowledge, closes its connection and exits 0.
-With ``RECKON_HTTP_PORT`` it serves ``/healthz``, ``/readyz`` (ready once connected to the broker
-and consuming its queue) and ``/metrics``; ``RECKON_LOG_FORMAT=json`` makes its logs JSON lines.
+SIGTERM before it is ready (still connecting to a broker that does not answer, say) stops it at
+once, also with 0. With ``RECKON_HTTP_PORT`` it serves ``/healthz``, ``/readyz`` (ready once
+connected to the broker and consuming its queue) and ``/metrics``; ``RECKON_LOG_FORMAT=json``
+makes its logs JSON lines.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import signal
 import sys
 
 from aio_pika.abc import AbstractRobustConnection
+from pydantic import ValidationError
 
 from observability import logs
 from observability.http import Check, HttpSettings, HttpUnavailable, OpsServer, start_server
-from transport.connection import BrokerUnavailable, connect, connected_check
-from transport.redact import redact_url
+from transport.connection import BrokerUnavailable, Stopped, connect, connected_check, unless_stopped
+from transport.redact import redact_url, url_secrets
+from transport.settings import problems
 from workers.sdk.responder import Responder
 from workers.sdk.service import UsageService
 from workers.sdk.settings import WorkerSettings
@@ -30,10 +38,19 @@ async def serve(
     service: UsageService, settings: WorkerSettings, stop: asyncio.Event, ops: OpsServer | None = None
 ) -> None:
     """Serve ``service`` until ``stop`` is set; the robust connection reconnects in between.
-    ``ops`` (the operations server) is told what readiness means once the responder exists."""
-    connection = await connect(settings)
+    ``ops`` (the operations server) is told what readiness means once the responder exists.
+    ``stop`` set while connecting or declaring the queue returns at once (nothing was taken)."""
     try:
-        responder = await Responder.create(connection, service, settings)
+        connection = await connect(settings, stop=stop)
+    except Stopped:
+        log.info("service %s stopped before it connected to the broker", service.name)
+        return
+    try:
+        try:
+            responder = await unless_stopped(Responder.create(connection, service, settings), stop)
+        except Stopped:
+            log.info("service %s stopped before it was consuming its queue", service.name)
+            return
         if ops is not None:
             ops.set_checks(readiness(connection, responder))
         log.info("service %s ready on %s", service.name, redact_url(settings.amqp_url))
@@ -64,15 +81,26 @@ async def _stopping() -> str:
     return "stopping"
 
 
+def _fail(message: str) -> SystemExit:
+    print(f"error: {logs.hidden(message)}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def run_worker(service: UsageService, settings: WorkerSettings | None = None) -> None:
-    """Blocking entry point; a broker that does not answer gives one clear line and exit code 2."""
-    settings = settings or WorkerSettings()
+    """Blocking entry point. Settings that are refused, or a broker that does not answer, give
+    one clear line (never a password) and exit code 2."""
     try:
         logs.configure_logging(logging.INFO, process=service.name, service=service.name)
         http = HttpSettings.from_env()
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise _fail(str(error)) from None
+    if settings is None:
+        try:
+            settings = WorkerSettings()
+        except ValidationError as error:
+            raise _fail(f"settings of {service.name} (environment): {problems(error)}") from None
+    logs.hide_secrets(*url_secrets(settings.amqp_url))
+    chosen = settings
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -81,7 +109,7 @@ def run_worker(service: UsageService, settings: WorkerSettings | None = None) ->
             loop.add_signal_handler(signum, stop.set)
         ops = await start_server(http)
         try:
-            await serve(service, settings, stop, ops)
+            await serve(service, chosen, stop, ops)
         finally:
             if ops is not None:
                 await ops.stop()
@@ -89,8 +117,7 @@ def run_worker(service: UsageService, settings: WorkerSettings | None = None) ->
     try:
         asyncio.run(main())
     except BrokerUnavailable as error:
-        print(error, file=sys.stderr)
+        print(logs.hidden(str(error)), file=sys.stderr)
         raise SystemExit(2) from None
     except HttpUnavailable as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise _fail(str(error)) from None

@@ -1,22 +1,28 @@
-"""Worker settings, from the environment (``AMQP_URL``, ``RECKON_NAMESPACE``, ``RECKON_CHUNK_SIZE``,
-``RECKON_PUBLISH_WINDOW``, ...)."""
+"""Worker settings, from the environment only (``AMQP_URL``, ``RECKON_NAMESPACE``, ``RECKON_CHUNK_SIZE``,
+``RECKON_PUBLISH_WINDOW``, ...; unknown variables are ignored).
+
+The broker keys (``amqp_url``, ``namespace``, ``tls_*``) and their checks are every party's
+(``transport.settings.BrokerClientSettings``): a malformed ``AMQP_URL`` is refused at start with one
+line that never shows its password (``run_worker`` prints it and exits 2).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from transport.settings import BrokerClientSettings
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECKON_", extra="ignore")
+class WorkerSettings(BrokerClientSettings):
+    model_config = SettingsConfigDict(env_prefix="RECKON_", extra="ignore", hide_input_in_errors=True)
 
-    amqp_url: str = Field(
-        default="amqp://guest:guest@127.0.0.1:5672/",
-        validation_alias=AliasChoices("AMQP_URL", "RECKON_AMQP_URL"),
-    )
-    namespace: str = ""
+    # From BrokerClientSettings: amqp_url (``AMQP_URL`` or ``RECKON_AMQP_URL``; default
+    # amqp://guest:guest@127.0.0.1:5672/; checked by ``transport.urls.amqp_url_problem``: ``amqp://``
+    # or ``amqps://`` with a host, a password with ``@ : / ? # %`` in it percent-encoded),
+    # namespace, and tls_ca_file, tls_cert_file, tls_key_file (for an ``amqps://`` AMQP_URL: the CA
+    # to verify the broker with, the system's CAs when unset, and a client certificate and key for
+    # mutual TLS).
     chunk_size: int = Field(default=500, ge=1, le=10_000)
     prefetch: int = Field(default=4, ge=1, le=100)
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -29,8 +35,16 @@ class WorkerSettings(BaseSettings):
     """The broker user the coordinator connects as (``RECKON_COORDINATOR_USER``): only requests it
     sent (AMQP ``user_id``, verified by the broker) are answered. None: this service's own user
     (one user for everything, a development setup)."""
-    tls_ca_file: Path | None = None
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    """For an ``amqps://`` AMQP_URL: the CA to verify the broker with (system CAs when unset) and a
-    client certificate and key (mutual TLS)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment (and the constructor's arguments), never a TOML file: a sub-service does
+        not read the coordinator's configuration."""
+        return (init_settings, env_settings)
