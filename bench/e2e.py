@@ -30,7 +30,7 @@ from accounting.amqp.topology import delete_namespace
 from accounting.core.lifecycle import ReportStatus
 from accounting.store.repository import ReportStore
 from contracts import Period, Topology, report_id
-from transport.queues import wait_for_queue
+from transport.queues import wait_for_consumer
 
 PERIOD = Period.month("2031-07")
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ async def run_end_to_end(
                         env, workdir / f"{service}.log",
                         sys.executable, "-m", f"workers.{service}", "serve", "--db", str(dbs[service]),
                     )  # fmt: skip
-                    await wait_for_queue(connection, topology.usage_queue(service).name)
+                    await wait_for_consumer(connection, topology.usage_queue(service).name)
                 coordinator_log = workdir / "coordinator.log"
                 processes["coordinator"] = await spawn(
                     env, coordinator_log, sys.executable, "-m", "accounting.cli", "coordinator"

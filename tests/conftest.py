@@ -56,5 +56,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fault suite's one line (tests/faults.py), when any fault scenario ran."""
     from tests.faults import LEDGER
 
-    if LEDGER.scenarios:
+    if LEDGER.scenarios or LEDGER.attacks:
         terminalreporter.write_line(LEDGER.summary())

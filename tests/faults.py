@@ -21,6 +21,10 @@ class FaultLedger:
     aborted: int = 0
     lost: int = 0
     duplicates: int = 0
+    attacks: list[str] = field(default_factory=list)
+    refused: int = 0
+    accepted: int = 0
+    """Attacks (least privilege): attempts the broker or a party refused, and any it accepted."""
 
     def record(
         self,
@@ -39,12 +43,24 @@ class FaultLedger:
         self.lost += len(set(issued) - set(counts))
         self.duplicates += sum(count - 1 for count in counts.values() if count > 1)
 
+    def attack(self, name: str, *, refused: int = 0, accepted: int = 0) -> None:
+        """An attack scenario: how many of its attempts were refused, how many accepted (must be 0)."""
+        self.attacks.append(name)
+        self.refused += refused
+        self.accepted += accepted
+
     def summary(self) -> str:
-        return (
+        line = (
             f"fault summary: {len(self.scenarios)} scenarios run, reports completed {self.completed}, "
             f"aborted {self.aborted}, invoices lost = {self.lost}, "
             f"duplicate invoice ids after de-duplication = {self.duplicates}"
         )
+        if self.attacks:
+            line += (
+                f"; attacks: {len(self.attacks)} run, attempts refused {self.refused}, "
+                f"accepted = {self.accepted}"
+            )
+        return line
 
 
 LEDGER = FaultLedger()

@@ -37,6 +37,37 @@ async def queue_exists(connection: AbstractConnection, name: str) -> bool:
             await channel.close()
 
 
+async def consumer_count(connection: AbstractConnection, name: str) -> int:
+    """How many consumers queue ``name`` has (0 when it does not exist), by a passive declare on a
+    channel of its own, which needs no permission on the queue."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.consumer_count or 0)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return 0
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def wait_for_consumer(
+    connection: AbstractConnection,
+    name: str,
+    timeout: float = 60.0,
+    poll: float = 0.1,
+    give_up: Callable[[], None] | None = None,
+) -> None:
+    """Wait until queue ``name`` has a consumer (its service is up); as ``wait_for_queue`` otherwise."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if give_up is not None:
+                give_up()
+            if await consumer_count(connection, name):
+                return
+            await asyncio.sleep(poll)
+
+
 async def wait_for_queue(
     connection: AbstractConnection,
     name: str,

@@ -36,6 +36,7 @@ from pamqp.commands import Basic
 
 from accounting.amqp.replies import (
     BATCH_RECORDS,
+    IGNORED,
     TRANSPORT_ERRORS,
     Asked,
     GatherSink,
@@ -44,6 +45,7 @@ from accounting.amqp.replies import (
     ack,
     apply,
     drain,
+    received_event,
     records,
 )
 from accounting.core.gather import Gather
@@ -51,7 +53,7 @@ from accounting.core.gather_events import (
     Action,
     ChunkRefused,
     DeadlinePassed,
-    ReplyReceived,
+    NoConsumer,
     RequestReturned,
     TransportLost,
 )
@@ -61,6 +63,7 @@ from accounting.infra.clock import Clock, utc_now
 from contracts import CONTENT_TYPE, Period, Topology, UsageRequest
 from observability import tracing
 from transport.connection import broker_user
+from transport.queues import consumer_count
 
 log = logging.getLogger("reckon.gather")
 
@@ -163,6 +166,11 @@ class UsageGatherer:
             return await self._open()
         return self._channel, self._reply_queue
 
+    async def reply_queue_name(self) -> str:
+        """The current reply queue's name (a new queue is opened if the last one closed)."""
+        _, queue = await self._ready()
+        return queue.name
+
     async def close(self) -> None:
         self._shut_down = True
         if self._channel is not None and not self._channel.is_closed:
@@ -187,10 +195,15 @@ class UsageGatherer:
         if settled is None:
             self.unknown_replies += 1
             metrics.REPLIES_REJECTED.labels("unknown_correlation").inc()
-            log.warning("reply with unknown correlation id %r ignored", message.correlation_id)
+            IGNORED.warning(
+                f"unknown correlation from {message.user_id!r}",
+                "reply with unknown correlation id %r from broker user %r ignored",
+                message.correlation_id,
+                message.user_id,
+            )
         else:
             before = metrics.snapshot(settled)
-            settled.handle(ReplyReceived(correlation_id, message.body, self._clock(), message.user_id))
+            settled.handle(received_event(message, self._clock))
             metrics.reply_handled(settled, before)
             log.info("reply %s ignored (%s)", correlation_id, dict(settled.ignored))
         await ack(message)
@@ -278,6 +291,11 @@ class UsageGatherer:
         """Publish one request; its confirm (or return) is fed to the gather like any reply, so
         replies are taken while confirms are still on their way: every request goes out at once."""
         try:
+            queue = self._topology.usage_queue(service).name
+            if not await consumer_count(self._connection, queue):
+                # Nothing would take the request before its deadline: fail now, as for a return.
+                session.inbox.put_nowait(NoConsumer(request_id, queue, self._clock()))
+                return
             returned = await exchange.publish(
                 message(service, request_id),
                 routing_key=service,

@@ -25,8 +25,15 @@ from accounting.core.gather import Gather
 from accounting.core.gather_events import Action, GatherEvent, ReplyReceived, StoreChunk
 from accounting.infra import metrics
 from accounting.infra.clock import Clock
+from observability import logs
 
 log = logging.getLogger("reckon.gather")
+
+IGNORED_LOG_SECONDS = 10.0
+IGNORED = logs.RateLimitedLog(log, IGNORED_LOG_SECONDS)
+"""Warnings about replies that did not count, at most one per sender every 10 s (with how many were
+not logged): a flood of forged or stray replies must not flood the log. ``reckon_replies_rejected``
+keeps the exact count."""
 
 BATCH_RECORDS = 5000
 """Records written per store transaction while replies stream in (fewer when they trickle)."""
@@ -63,6 +70,18 @@ class Session:
     """Services whose answer settled, for the per-service latency (``metrics.settled``)."""
 
 
+def received_event(message: AbstractIncomingMessage, clock: Clock) -> ReplyReceived:
+    """The gather machine's event for a reply message: its body and the properties it checks."""
+    return ReplyReceived(
+        message.correlation_id,
+        message.body,
+        clock(),
+        message.user_id,
+        message.content_type,
+        message.content_encoding,
+    )
+
+
 def apply(
     item: Item,
     machine: Gather,
@@ -77,10 +96,11 @@ def apply(
     elif isinstance(item, AbstractIncomingMessage):
         messages.append(item)
         before = metrics.snapshot(machine)
-        received = ReplyReceived(item.correlation_id, item.body, clock(), item.user_id)
+        received = received_event(item, clock)
         actions.extend(machine.handle(received))
         if metrics.reply_handled(machine, before):
-            log.warning(
+            IGNORED.warning(
+                f"ignored from {item.user_id!r}",
                 "reply %s from user %r ignored (%s)",
                 item.correlation_id,
                 item.user_id,
@@ -97,7 +117,7 @@ async def drain(session: Session, clock: Clock) -> None:
         if isinstance(item, Asked):
             session.machine.request_sent(item.service)
         elif isinstance(item, AbstractIncomingMessage):
-            late = ReplyReceived(item.correlation_id, item.body, clock(), item.user_id)
+            late = received_event(item, clock)
             before = metrics.snapshot(session.machine)
             session.machine.handle(late)
             metrics.reply_handled(session.machine, before)

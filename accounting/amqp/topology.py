@@ -3,13 +3,17 @@ topology, for the demo and the tests). Connecting is shared plumbing: ``transpor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from contracts import QueueSpec, Topology
 from transport.connection import connect
 from transport.queues import declare_exchange, declare_queue
+
+log = logging.getLogger("reckon.coordinator")
 
 
 async def declare_coordinator_topology(channel: AbstractChannel, topology: Topology) -> None:
@@ -28,6 +32,29 @@ async def declare_coordinator_topology(channel: AbstractChannel, topology: Topol
         topology.corrections_queue,
     ):
         await declare_queue(channel, queue)
+
+
+async def declare_usage_queues(
+    connection: AbstractConnection, topology: Topology, services: Iterable[str]
+) -> None:
+    """Each configured service's request queue, bound with the service's name as its only key.
+
+    The coordinator declares them, not the sub-services: a service's broker user then needs no
+    configure permission at all, so it can neither delete nor redeclare ``billing.usage`` nor bind
+    a queue with another service's key (docs/architecture.md, "Who may send what"). A queue an
+    earlier version declared with other arguments is left as it is (the broker refuses to change
+    a queue in place), with a warning.
+    """
+    for service in services:
+        spec = topology.usage_queue(service)
+        channel = await connection.channel()
+        try:
+            await declare_queue(channel, spec)
+        except aio_pika.exceptions.ChannelPreconditionFailed as error:
+            log.warning("queue %s exists with other arguments (%s); using it as it is", spec.name, error)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
 
 async def open_coordinator_queue(

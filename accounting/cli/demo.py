@@ -34,7 +34,7 @@ from accounting.service.coordinator import ReportRun
 from accounting.store.repository import ReportStore
 from contracts import InvoiceIssued, Period, Topology
 from payments.consumer import PaymentConsumer
-from transport.queues import wait_for_queue
+from transport.queues import wait_for_consumer
 
 READY_TIMEOUT = 30.0
 
@@ -107,7 +107,7 @@ async def wait_for_queues(
     processes: Sequence[asyncio.subprocess.Process],
     workdir: Path,
 ) -> None:
-    """Wait until every sub-service has declared its queue; fail fast if one of them exits."""
+    """Wait until every sub-service consumes its queue; fail fast if one of them exits."""
     for service, process in zip(services, processes, strict=True):
 
         def exited(service: str = service, process: asyncio.subprocess.Process = process) -> None:
@@ -115,7 +115,7 @@ async def wait_for_queues(
                 log = (workdir / f"{service}.log").read_text(errors="replace")
                 raise RuntimeError(f"sub-service {service} exited with {process.returncode}:\n{log}")
 
-        await wait_for_queue(connection, topology.usage_queue(service).name, READY_TIMEOUT, give_up=exited)
+        await wait_for_consumer(connection, topology.usage_queue(service).name, READY_TIMEOUT, give_up=exited)
 
 
 async def run_demo(

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
+import aiormq
 import typer
 from rich.markup import escape
 
-from accounting.amqp.scheduler import close_period
+from accounting.amqp.scheduler import PeriodNotTaken, close_period, wait_for_coordinator
 from accounting.cli import dlq as cli_dlq
 from accounting.cli import documents as cli_documents
 from accounting.cli import preview as cli_preview
@@ -95,15 +96,19 @@ def close_period_command(
     async def main() -> dict[str, Any] | None:
         connection = await connect(settings)
         async with connection:
+            if not wait:
+                await close_period(connection, topology, billing_period, requested_by)
+                console.print(f"PeriodClosed {billing_period.period_id} published")
+                return None
+            # Listening first, so the outcome cannot be missed: a queue of its own bound by name to
+            # the coordinator's reports exchange (the scheduler declares nothing of the topology).
+            await wait_for_coordinator(connection, topology)
             channel = await connection.channel()
             listener = await channel.declare_queue("", exclusive=True, auto_delete=True)
-            await channel.declare_exchange(topology.reports.name, topology.reports.kind, durable=True)
             for key in (ROUTING_REPORT_COMPLETED, ROUTING_REPORT_ABORTED):
                 await listener.bind(topology.reports.name, key)
             await close_period(connection, topology, billing_period, requested_by)
             console.print(f"PeriodClosed {billing_period.period_id} published")
-            if not wait:
-                return None
             async with asyncio.timeout(settings.deadline_seconds + 60), listener.iterator() as messages:
                 async for message in messages:
                     await message.ack()
@@ -116,6 +121,11 @@ def close_period_command(
         report = run(main())
     except TimeoutError:
         fail(f"no report for {billing_period.period_id} arrived; is a coordinator running?")
+    except PeriodNotTaken as error:
+        fail(str(error))
+    except aiormq.exceptions.AMQPChannelError as error:
+        # ACCESS_REFUSED, NOT_FOUND…: the broker's own words name the user and the resource.
+        fail(f"the broker refused close-period: {error}")
     if report is None:
         return
     if "reasons" in report:

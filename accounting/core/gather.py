@@ -33,13 +33,14 @@ from accounting.core.gather_events import (
     DropAnswer,
     GatherEvent,
     KeepBody,
+    NoConsumer,
     ReplyReceived,
     RequestReturned,
     StoreChunk,
     TransportLost,
 )
 from accounting.core.gather_limits import DEFAULT_LIMITS, ReplyLimits, beyond_limits
-from contracts import AbortCode, AbortReason, UsageReply
+from contracts import CONTENT_TYPE, AbortCode, AbortReason, UsageReply
 
 
 class Ignored(StrEnum):
@@ -150,6 +151,8 @@ class Gather:
                 return self._on_reply(event)
             case RequestReturned():
                 self._on_returned(event)
+            case NoConsumer():
+                self._on_no_consumer(event)
             case DeadlinePassed():
                 self._expire(event.at)
             case TransportLost():
@@ -205,6 +208,18 @@ class Gather:
             event.at,
         )
 
+    def _on_no_consumer(self, event: NoConsumer) -> None:
+        outcome = self._by_request.get(event.correlation_id)
+        if outcome is None or outcome.state is not ServiceState.WAITING or self.finished:
+            return
+        self._fail(
+            outcome,
+            AbortCode.UNROUTABLE,
+            f"no consumer on queue {event.queue}: service {outcome.service!r} is configured but not "
+            "running; is it deployed?",
+            event.at,
+        )
+
     def _on_refused(self, event: ChunkRefused) -> None:
         outcome = self.services.get(event.service)
         if outcome is None or outcome.state is ServiceState.FAILED:
@@ -226,6 +241,16 @@ class Gather:
             self.ignored[_why_ignored(outcome)] += 1
             return ()
         keep = (KeepBody(outcome.service, outcome.request_id, event.body[:4096]),)
+        if event.content_type != CONTENT_TYPE or event.content_encoding:
+            encoding = f" with content_encoding {event.content_encoding!r}" if event.content_encoding else ""
+            self._fail(
+                outcome,
+                AbortCode.INVALID_REPLY,
+                f"reply has content_type {event.content_type!r}{encoding}: replies are uncompressed "
+                f"{CONTENT_TYPE}",
+                event.at,
+            )
+            return keep
         if len(event.body) > self.limits.max_reply_bytes:
             self._fail(
                 outcome,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from contracts import UsageReply
+from contracts import CONTENT_TYPE, UsageReply
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class ReplyReceived:
     body: bytes
     at: datetime
     user_id: str | None = None
+    content_type: str | None = CONTENT_TYPE
+    content_encoding: str | None = None
+    """The message's properties: a reply is uncompressed ``application/json``, or invalid."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,16 @@ class ChunkRefused:
     at: datetime
 
 
-GatherEvent = ReplyReceived | RequestReturned | DeadlinePassed | TransportLost | ChunkRefused
+@dataclass(frozen=True)
+class NoConsumer:
+    """The service's queue exists but nothing consumes it: the request would wait to its deadline."""
+
+    correlation_id: str
+    queue: str
+    at: datetime
+
+
+GatherEvent = ReplyReceived | RequestReturned | NoConsumer | DeadlinePassed | TransportLost | ChunkRefused
 
 
 @dataclass(frozen=True)

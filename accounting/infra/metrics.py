@@ -40,6 +40,12 @@ REPLIES_REJECTED = Counter(
     "superseded) or failing the service (invalid_reply, incomplete, service_error)",
     ["reason"],
 )
+PERIODS_REFUSED = Counter(
+    "reckon_period_closed_refused",
+    "PeriodClosed events refused and dead-lettered, by reason: invalid (not a PeriodClosed) or "
+    "sender (not from the scheduler's broker user)",
+    ["reason"],
+)
 INVOICES_PUBLISHED = Counter(
     "reckon_invoices_published", "InvoiceIssued events the relay published and the broker confirmed"
 )

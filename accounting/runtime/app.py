@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accounting.amqp.gatherer import ProgressCallback, UsageGatherer
 from accounting.amqp.publisher import AmqpEventPublisher
+from accounting.amqp.topology import declare_usage_queues
 from accounting.core.gather_limits import ReplyLimits
 from accounting.core.rate_card import RateCard
 from accounting.infra.clock import Clock, utc_now
@@ -114,7 +115,9 @@ class CoordinatorApp:
 
     async def start_consuming(self, topology: Topology) -> None:
         """Take PeriodClosed events, supervised: a consumer whose channel is gone is started again."""
-        self.consumer = await PeriodConsumer.start(self.connection, topology, self.coordinator)
+        self.consumer = await PeriodConsumer.start(
+            self.connection, topology, self.coordinator, self.settings.scheduler_user
+        )
         self._background.append(
             asyncio.create_task(
                 supervise(self.period_consumer, lambda: self._watch_consumer(topology), self._stop_consuming),
@@ -124,7 +127,9 @@ class CoordinatorApp:
 
     async def _watch_consumer(self, topology: Topology) -> None:
         if self.consumer is None:
-            self.consumer = await PeriodConsumer.start(self.connection, topology, self.coordinator)
+            self.consumer = await PeriodConsumer.start(
+                self.connection, topology, self.coordinator, self.settings.scheduler_user
+            )
         closed_checks = 0
         while not self._stop_consuming.is_set():
             with contextlib.suppress(TimeoutError):
@@ -211,6 +216,7 @@ async def start_coordinator(
         raise
     try:
         publisher = await AmqpEventPublisher.create(connection, topology, settings.publish_timeout_seconds)
+        await declare_usage_queues(connection, topology, services)
         gatherer = await UsageGatherer.create(
             connection,
             topology,

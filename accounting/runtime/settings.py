@@ -52,6 +52,10 @@ class Settings(BrokerClientSettings):
 
     services: Annotated[tuple[str, ...], NoDecode] = ()
     """Required by the coordinator (see ``require_services``); the scheduler needs none."""
+    scheduler_user: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[^\s,=]+$")
+    """The broker user a ``PeriodClosed`` must come from (its ``user_id``, verified by the broker);
+    any other is refused and dead-lettered. None: any user (one user for everything, in
+    development; logged at start)."""
     service_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """The broker user allowed to answer for each service (its replies' validated ``user_id``);
     every key must be a configured service. ``RECKON_SERVICE_USERS=compute=reckon-compute,...``

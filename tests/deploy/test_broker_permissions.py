@@ -63,6 +63,8 @@ def coordinator_operations() -> Iterator[Operation]:
         TOPOLOGY.dead_letters_queue,
     ):
         yield from declare_and_bind(queue)
+    for service in services():  # it declares each configured service's request queue
+        yield from declare_and_bind(TOPOLOGY.usage_queue(service))
     yield "read", TOPOLOGY.period_closed_queue.name  # takes PeriodClosed
     for reply_queue in REPLY_QUEUES:  # its exclusive reply queue
         yield "configure", reply_queue
@@ -72,8 +74,8 @@ def coordinator_operations() -> Iterator[Operation]:
 
 
 def worker_operations(service: str) -> Iterator[Operation]:
-    yield from declare_exchange(TOPOLOGY.usage)
-    yield from declare_and_bind(TOPOLOGY.usage_queue(service))
+    # Its queue is declared and bound by the coordinator; the worker looks it up (a passive
+    # declare needs no permission) and consumes it.
     yield "read", TOPOLOGY.usage_queue(service).name
     yield "write", DEFAULT_EXCHANGE  # replies to the coordinator's reply queue
 
@@ -83,10 +85,18 @@ def payments_operations() -> Iterator[Operation]:
     yield "read", TOPOLOGY.corrections_queue.name
 
 
+def operator_operations() -> Iterator[Operation]:
+    yield "read", TOPOLOGY.dead_letters_queue.name  # `reckon dlq`: a passive declare needs nothing more
+
+
 def scheduler_operations() -> Iterator[Operation]:
-    yield from declare_exchange(TOPOLOGY.periods)
-    yield from declare_and_bind(TOPOLOGY.period_closed_queue)
-    yield "write", TOPOLOGY.periods.name  # PeriodClosed
+    yield "write", TOPOLOGY.periods.name  # PeriodClosed; it declares nothing of the topology
+    # `close-period --wait`: a server-named listener bound to the reports exchange.
+    for listener in REPLY_QUEUES:
+        yield "configure", listener
+        yield "write", listener
+        yield "read", listener
+    yield "read", TOPOLOGY.reports.name
 
 
 def services() -> list[str]:
@@ -104,6 +114,7 @@ def roles() -> dict[str, list[Operation]]:
         "reckon-coordinator": list(coordinator_operations()),
         "reckon-payments": list(payments_operations()),
         "reckon-scheduler": list(scheduler_operations()),
+        "reckon-operator": list(operator_operations()),
     }
     for service in services():
         needed[service_user(service)] = list(worker_operations(service))
@@ -145,20 +156,28 @@ def others_usage_queues(service: str) -> list[str]:
         *[
             (role, permission, resource)
             for role in ("reckon-coordinator", "reckon-scheduler", "reckon-payments")
-            for permission, resource in [
-                ("write", DEFAULT_EXCHANGE),
-                ("read", TOPOLOGY.usage_queue("compute").name),
-            ]
+            for permission, resource in [("write", DEFAULT_EXCHANGE)]
         ],
-        ("reckon-coordinator", "configure", TOPOLOGY.usage_queue("compute").name),
+        *[
+            (role, permission, resource)
+            for role in ("reckon-scheduler", "reckon-payments")
+            for permission, resource in [("read", TOPOLOGY.usage_queue("compute").name)]
+        ],
+        # Only the coordinator, which declares the queues that dead-letter into it, may write to
+        # the dead-letter exchange (RabbitMQ requires it of whoever declares such a queue).
+        *[
+            (role, "write", TOPOLOGY.dead_letter_exchange.name)
+            for role in ("reckon-scheduler", "reckon-payments")
+        ],
+        ("reckon-scheduler", "configure", TOPOLOGY.periods.name),
+        ("reckon-scheduler", "configure", TOPOLOGY.period_closed_queue.name),
         ("reckon-coordinator", "write", TOPOLOGY.periods.name),
         ("reckon-scheduler", "write", TOPOLOGY.invoices.name),
         ("reckon-scheduler", "write", TOPOLOGY.usage.name),
         ("reckon-scheduler", "read", TOPOLOGY.payments_queue.name),
-        ("reckon-scheduler", "configure", SERVER_NAMED),
-        ("reckon-scheduler", "configure", CLIENT_NAMED),
         ("reckon-payments", "configure", CLIENT_NAMED),
         ("reckon-coordinator", "configure", "amq_not-a-uuid"),
+        ("reckon-scheduler", "configure", "amq_not-a-uuid"),
         ("reckon-payments", "configure", TOPOLOGY.payments_queue.name),
         ("reckon-payments", "write", TOPOLOGY.invoices.name),
         ("reckon-payments", "read", TOPOLOGY.period_closed_queue.name),
@@ -176,6 +195,12 @@ def test_a_sub_service_touches_only_its_own_queue(service: str) -> None:
         ("write", TOPOLOGY.reports.name),
         ("write", TOPOLOGY.periods.name),
         ("write", TOPOLOGY.usage.name),  # it cannot send usage requests to itself or others
+        # It cannot delete or redeclare the exchanges others use, nor bind any queue to them.
+        *[("configure", exchange.name) for exchange in TOPOLOGY.exchanges()],
+        ("configure", TOPOLOGY.usage_queue(service).name),
+        ("write", TOPOLOGY.usage_queue(service).name),
+        ("read", TOPOLOGY.usage.name),
+        ("write", TOPOLOGY.dead_letter_exchange.name),
         ("read", TOPOLOGY.payments_queue.name),
         ("read", TOPOLOGY.period_closed_queue.name),
         ("configure", TOPOLOGY.payments_queue.name),

@@ -30,7 +30,7 @@ from accounting.store.repository import ReportRecord, ReportStore
 from contracts import InvoiceIssued, Period, Topology, UsageRecord, report_id
 from payments.consumer import PaymentConsumer
 from tests.integration.support import eventually
-from transport.queues import wait_for_queue
+from transport.queues import wait_for_consumer
 from workers.compute.seed import seed as seed_compute
 from workers.compute.service import ComputeService
 from workers.sdk.service import usage_stream
@@ -91,7 +91,7 @@ class Platform:
     async def start_worker(self, service: str, **settings: str) -> None:
         db = self.workdir / f"{service}.sqlite3"
         await self.start(service, "-m", f"workers.{service}", "serve", "--db", str(db), **settings)
-        await wait_for_queue(self.connection, self.topology.usage_queue(service).name)
+        await wait_for_consumer(self.connection, self.topology.usage_queue(service).name)
 
     async def start_coordinator(self, **settings: str) -> None:
         await self.start("coordinator", "-m", "accounting.cli", "coordinator", **settings)

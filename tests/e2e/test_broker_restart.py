@@ -41,8 +41,8 @@ async def test_after_a_broker_restart_the_next_period_completes_and_is_delivered
                 channel = await connection.channel()
                 queue = await channel.declare_queue(topology.usage_queue("compute").name, passive=True)
                 await channel.close()
-            except (aio_pika.exceptions.AMQPError, ConnectionError):
-                return False  # still reconnecting
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+                return False  # still reconnecting (aio-pika: "Connection was not opened")
             return (queue.declaration_result.consumer_count or 0) >= 1
 
         await asyncio.wait_for(running.app.connection.connected.wait(), 60)

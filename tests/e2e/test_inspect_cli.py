@@ -1,7 +1,7 @@
 """``reckon reports / invoices / outbox`` as a user runs them, on a store holding real reports.
 
 The store is built once for the module by the in-process coordinator on the real broker: period
-2026-10 completed, period 2026-09 aborted because the configured service "ghost" has no queue.
+2026-10 completed, period 2026-09 aborted because the configured service "ghost" is not running.
 The commands then run as processes pointed at a broker that does not answer: inspecting the
 store never needs RabbitMQ.
 """
@@ -134,7 +134,7 @@ def test_reports_show_json_of_an_aborted_period_names_the_unroutable_service(sto
     services = {service["service"]: service for service in detail["services"]}
     assert list(services) == ["ghost", "compute"]
     assert (services["ghost"]["state"], services["ghost"]["reason_code"]) == ("failed", "unroutable")
-    assert "no queue is bound for service 'ghost'" in services["ghost"]["reason"]
+    assert "service 'ghost' is configured but not running" in services["ghost"]["reason"]
     # asked at the same time, it answered, and its answer is kept for a replay of ghost
     assert (services["compute"]["state"], services["compute"]["records"]) == ("ok", 2)
     assert (detail["records"], detail["invoices"], detail["total"]) == (2, 0, None)

@@ -30,7 +30,7 @@ from contracts import CONTENT_TYPE, ROUTING_INVOICE_ISSUED, Period, Topology, Us
 from payments.ledger import SqlLedger, payments
 from tests.integration.support import eventually
 from tests.invoices import sample_invoice
-from transport.queues import wait_for_queue
+from transport.queues import wait_for_consumer
 from workers.compute.seed import seed as seed_compute
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,7 @@ async def test_a_worker_stopped_mid_answer_gives_its_requests_back_and_exits_0(
         publish_window="1",
         shutdown_grace_seconds="0.5",
     ) as first:
-        await wait_for_queue(connection, queue)
+        await wait_for_consumer(connection, queue)
         exchange = await channel.get_exchange(topology.usage.name)
         asked = [uuid.uuid4().hex for _ in range(2)]
         for request_id in asked:

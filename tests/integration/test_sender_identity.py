@@ -22,6 +22,7 @@ from accounting.core.gather import Ignored
 from accounting.core.report import Completed
 from contracts import Period, Topology, UsageReply, UsageRequest
 from tests.broker import rabbitmqctl_sync
+from tests.faults import LEDGER
 from tests.integration.support import StaticService, coordinator, eventually, record, serving_as
 
 pytestmark = [
@@ -116,6 +117,7 @@ async def test_a_reply_forged_by_another_services_user_changes_nothing(
     assert isinstance(run.outcome, Completed)
     assert run.gather.ignored[Ignored.REJECTED_SENDER] >= 1
     assert [str(invoice.total) for invoice in invoices] == ["0.03"]  # the real hour, not a million
+    LEDGER.attack("a reply forged by another service", refused=run.gather.ignored[Ignored.REJECTED_SENDER])
 
 
 async def test_the_broker_refuses_a_user_id_that_is_not_the_connections_user(
@@ -126,6 +128,7 @@ async def test_the_broker_refuses_a_user_id_that_is_not_the_connections_user(
         await channel.default_exchange.publish(
             aio_pika.Message(b"{}", user_id=users["compute"]), routing_key="anywhere", timeout=10
         )
+    LEDGER.attack("a user_id of another user", refused=1)
 
 
 async def test_a_service_answers_only_the_coordinators_requests(
@@ -160,3 +163,4 @@ async def test_a_service_answers_only_the_coordinators_requests(
 
     assert answered is None
     assert compute.calls == []
+    LEDGER.attack("usage requests from a stranger", refused=2)

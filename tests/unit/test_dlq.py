@@ -6,9 +6,29 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from aiormq.exceptions import ChannelAccessRefused
+from pydantic import ValidationError
 from rich.console import Console
 
-from accounting.dlq.letters import dead_letter, detail, letter_id, list_table, replay_headers, select, summary
+from accounting.dlq.letters import (
+    DEFAULT_MAX_REPLAYS,
+    PREVIEW_BYTES,
+    REPLAYS_HEADER,
+    dead_letter,
+    detail,
+    letter_id,
+    list_table,
+    preview,
+    replay_headers,
+    replay_refusal,
+    replayed_headers,
+    select,
+    summary,
+    suspect,
+)
+from accounting.dlq.queue import refused
+from accounting.dlq.settings import ReplaySettings
 
 DIED = datetime(2026, 11, 1, 0, 0, 5, tzinfo=UTC)
 SENT = datetime(2026, 11, 1, 0, 0, 1, tzinfo=UTC)
@@ -147,6 +167,10 @@ def test_json_output_has_every_field_and_the_body_only_in_detail() -> None:
         "timestamp": "2026-11-01T00:00:01+00:00",
         "body_size": 8,
         "reads": 3,
+        "sender": None,
+        "replays": 0,
+        "suspect": None,
+        "preview": '{"x": 1}',
     }
     assert "body" not in listed
     assert shown["body"] == '{"x": 1}'
@@ -164,3 +188,111 @@ def test_the_table_says_how_many_and_warns_about_letters_read_very_often() -> No
     assert "1 of 3 dead letter(s)" in text
     assert "read 15+ times: worn" in text
     assert "ns.billing.invoices / invoice.issued" in text
+
+
+# What a listing keeps, who sent a letter, whether the broker dead-lettered it, replays -------------
+
+
+def test_a_listed_letter_keeps_no_body_only_its_size_id_and_a_one_line_preview() -> None:
+    body = b'{"lines": [\n' + b"x" * 1_000_000 + b"]}"
+
+    kept = dead_letter(body, headers())
+    listed = dead_letter(body, headers(), keep_body=False)
+
+    assert listed.body is None and kept.body == body
+    assert (listed.id, listed.body_size) == (kept.id, len(body))  # the hash was taken while reading
+    assert listed.preview == '{"lines": [ ' + "x" * (PREVIEW_BYTES - 12) + "…"
+    assert preview(b"short") == "short"
+    assert summary(listed)["preview"] == listed.preview
+
+
+def test_the_sender_is_the_user_id_and_the_replays_come_from_the_header() -> None:
+    letter = dead_letter(b"{}", headers(**{REPLAYS_HEADER: 2}), user_id="reckon-coordinator")
+
+    assert (letter.sender, letter.replays) == ("reckon-coordinator", 2)
+    assert (dead_letter(b"{}", headers()).sender, dead_letter(b"{}", headers()).replays) == (None, 0)
+
+
+def test_a_letter_the_broker_did_not_dead_letter_is_suspect_when_it_lacks_what_the_broker_writes() -> None:
+    def without(field: str) -> dict[str, Any]:
+        changed = headers()
+        del changed["x-death"][0][field]
+        return changed
+
+    assert suspect(headers(), "invoice.issued", "ns") is None
+    assert "no x-death" in (suspect({}) or "")
+    assert "without time" in (suspect(without("time")) or "")
+    assert "without routing-keys" in (suspect(without("routing-keys")) or "")
+    poisoned = headers()
+    poisoned["x-death"][0]["reason"] = "poison"
+    assert "reason 'poison'" in (suspect(poisoned) or "")
+    unfirst = headers()
+    del unfirst["x-first-death-queue"]
+    assert "x-first-death-queue" in (suspect(unfirst) or "")
+    assert "outside namespace other" in (suspect(headers(), "invoice.issued", "other") or "")
+    assert "routing key 'elsewhere'" in (suspect(headers(), "elsewhere", "ns") or "")
+    assert dead_letter(b"", {}, routing_key="k").suspect is not None
+
+
+def test_a_replay_counts_itself_in_a_header_that_survives_the_next_death() -> None:
+    once = replayed_headers(headers())
+    twice = replayed_headers({**headers(), **once})
+
+    assert once == {"trace": "abc", REPLAYS_HEADER: 1}
+    assert twice[REPLAYS_HEADER] == 2
+
+
+def test_a_replay_is_refused_past_the_maximum_or_as_another_user_than_the_sender() -> None:
+    signed = dead_letter(b"{}", headers(**{REPLAYS_HEADER: 1}), user_id="reckon-coordinator")
+    unsigned = dead_letter(b"{}", headers())
+
+    assert replay_refusal(signed, 3, "reckon-coordinator") is None
+    assert replay_refusal(unsigned, 3, "reckon-operator") is None  # it claims nobody: nothing to keep
+    too_often = replay_refusal(signed, 1, "reckon-coordinator") or ""
+    assert "replayed 1 time(s) already" in too_often
+    assert "max_replays is 1 (RECKON_DLQ_MAX_REPLAYS" in too_often
+    as_operator = replay_refusal(signed, 3, "reckon-operator") or ""
+    assert "sent by broker user reckon-coordinator" in as_operator
+    assert "RECKON_DLQ_REPLAY_URL" in as_operator
+    assert "where it came from is unknown" in (replay_refusal(dead_letter(b"", {}), 3, None) or "")
+
+
+def test_show_cuts_a_large_body_on_a_character_and_says_so() -> None:
+    letter = dead_letter("é".encode() * 10, headers(), message_id="m")  # 2 bytes a character
+    binary = dead_letter(b"\xff" * 10, headers(), message_id="b")
+
+    assert (detail(letter, 5)["body"], detail(letter, 5)["body_truncated"]) == ("éé", True)
+    assert (detail(letter)["body"], detail(letter)["body_truncated"]) == ("é" * 10, False)
+    assert detail(binary, 4)["body_base64"] == "/////w=="
+
+
+def test_replay_settings_come_from_the_environment_with_a_default_and_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RECKON_DLQ_MAX_REPLAYS", raising=False)
+    monkeypatch.delenv("RECKON_DLQ_REPLAY_URL", raising=False)
+    assert (ReplaySettings().max_replays, ReplaySettings().replay_url) == (DEFAULT_MAX_REPLAYS, None)
+
+    monkeypatch.setenv("RECKON_DLQ_MAX_REPLAYS", "5")
+    monkeypatch.setenv("RECKON_DLQ_REPLAY_URL", "amqp://reckon-coordinator:secret@broker/reckon")
+    assert ReplaySettings().max_replays == 5
+
+    monkeypatch.setenv("RECKON_DLQ_MAX_REPLAYS", "-1")
+    with pytest.raises(ValidationError, match="max_replays"):
+        ReplaySettings()
+    monkeypatch.setenv("RECKON_DLQ_MAX_REPLAYS", "1")
+    monkeypatch.setenv("RECKON_DLQ_REPLAY_URL", "http://reckon-coordinator:secret@broker/")
+    with pytest.raises(ValidationError, match="replay_url") as refused_url:
+        ReplaySettings()
+    assert "secret" not in str(refused_url.value)
+
+
+def test_a_refusal_names_the_user_the_permission_and_the_queue() -> None:
+    error = ChannelAccessRefused(
+        "ACCESS_REFUSED - access to queue 'billing.dead-letters' in vhost 'reckon' refused for user 'c'"
+    )
+
+    line = refused(error, "c", "read", "queue", "billing.dead-letters")
+
+    assert line.startswith("broker user c may not read queue billing.dead-letters (ACCESS_REFUSED - ")
+    assert "\n" not in line

@@ -17,6 +17,7 @@ from accounting.core.gather_events import (
     DeadlinePassed,
     DropAnswer,
     KeepBody,
+    NoConsumer,
     ReplyReceived,
     RequestReturned,
     StoreChunk,
@@ -132,6 +133,32 @@ def test_returned_request_aborts_at_once_as_unroutable_naming_the_service() -> N
     assert "NO_ROUTE" in reason.message
     assert "'storage'" in reason.message
     assert gather.services["storage"].state is ServiceState.FAILED
+
+
+def test_a_queue_nothing_consumes_aborts_at_once_as_unroutable_naming_the_service() -> None:
+    gather = new_gather()
+    gather.handle(NoConsumer(REQUESTS["storage"], "usage.requests.storage", at(0.1)))
+
+    assert gather.status is GatherStatus.ABORTED
+    reason = only_reason(gather)
+    assert (reason.code, reason.service) == (AbortCode.UNROUTABLE, "storage")
+    assert "no consumer on queue usage.requests.storage" in reason.message
+
+
+@pytest.mark.parametrize(
+    ("content_type", "content_encoding"),
+    [("text/plain", None), (None, None), ("application/json", "gzip"), ("application/xml", None)],
+)
+def test_a_reply_that_is_not_uncompressed_json_is_an_invalid_reply(
+    content_type: str | None, content_encoding: str | None
+) -> None:
+    gather = new_gather("compute")
+    event = ReplyReceived(REQUESTS["compute"], body("compute"), at(1), None, content_type, content_encoding)
+    gather.handle(event)
+
+    reason = only_reason(gather)
+    assert (reason.code, reason.service) == (AbortCode.INVALID_REPLY, "compute")
+    assert "content_type" in reason.message
 
 
 def test_a_second_returned_request_is_recorded_after_the_abort() -> None:

@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from typing import Self
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from contracts import Topology, UsageRequest
+from contracts import QueueSpec, Topology, UsageRequest
 from observability import logs, tracing
 from transport.connection import broker_user
+from transport.queues import wait_for_queue
 from workers.sdk import metrics
 from workers.sdk.protocol import (
     Chunker,
@@ -30,6 +32,9 @@ from workers.sdk.service import UsageService, usage_stream
 from workers.sdk.settings import WorkerSettings
 
 log = logging.getLogger("reckon.worker")
+
+QUEUE_WAIT_LOG_SECONDS = 30.0
+"""While waiting for the coordinator to declare this service's queue, a line this often."""
 
 
 class Responder:
@@ -64,28 +69,21 @@ class Responder:
     async def create(
         cls, connection: AbstractConnection, service: UsageService, settings: WorkerSettings
     ) -> Self:
-        """Declare this service's queue (idempotently) and start consuming."""
+        """Find this service's queue and start consuming.
+
+        The coordinator declares every configured service's queue and its binding, so a service's
+        broker user needs no configure permission (it cannot touch what other services use). With
+        one broker user for everything (development) a service that starts first declares its own
+        queue; a user that may not waits for the coordinator to declare it.
+        """
         topology = Topology(settings.namespace)
         spec = topology.usage_queue(service.name)
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=settings.prefetch)
-        exchange = await channel.declare_exchange(spec.exchange.name, spec.exchange.kind, durable=True)
+        channel = await _consuming_channel(connection, settings)
         try:
-            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
-        except aio_pika.exceptions.ChannelPreconditionFailed as error:
-            # Declared by an earlier version with other arguments (a quorum queue, say): the broker
-            # refuses to change a queue in place, so keep serving the one that exists.
-            log.warning(
-                "service %s: queue %s already exists with other arguments (%s); using it as it is "
-                "(delete it while the service is stopped to have it declared anew)",
-                service.name,
-                spec.name,
-                error,
-            )
-            channel = await connection.channel(publisher_confirms=True)
-            await channel.set_qos(prefetch_count=settings.prefetch)
             queue = await channel.declare_queue(spec.name, passive=True)
-        await queue.bind(exchange, routing_key=spec.routing_key)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            channel = await _consuming_channel(connection, settings)
+            queue = await _declare_own_queue(connection, channel, spec, service.name, settings)
         responder = cls(service, channel, queue, settings, broker_user(connection))
         responder._consumer_tag = await queue.consume(responder.on_message)
         log.info("service %s consuming %s", service.name, spec.name)
@@ -259,6 +257,54 @@ class Responder:
         finally:
             await records.aclose()
             metrics.RECORDS_SENT.labels(self.service.name).inc(chunker.records_sent)
+
+
+async def _consuming_channel(connection: AbstractConnection, settings: WorkerSettings) -> AbstractChannel:
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.set_qos(prefetch_count=settings.prefetch)
+    return channel
+
+
+async def _declare_own_queue(
+    connection: AbstractConnection,
+    channel: AbstractChannel,
+    spec: QueueSpec,
+    name: str,
+    settings: WorkerSettings,
+) -> AbstractQueue:
+    """Declare and bind the queue (development, one broker user), or wait for the coordinator to."""
+    try:
+        exchange = await channel.declare_exchange(spec.exchange.name, spec.exchange.kind, durable=True)
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    except aiormq.exceptions.ChannelAccessRefused:
+        log.warning(
+            "service %s: queue %s does not exist yet and this broker user may not declare it; waiting "
+            "for the coordinator to declare it",
+            name,
+            spec.name,
+        )
+        while True:
+            try:
+                await wait_for_queue(connection, spec.name, timeout=QUEUE_WAIT_LOG_SECONDS, poll=1.0)
+                break
+            except TimeoutError:
+                log.warning("service %s: still waiting for queue %s", name, spec.name)
+        channel = await _consuming_channel(connection, settings)
+        return await channel.declare_queue(spec.name, passive=True)
+    except aio_pika.exceptions.ChannelPreconditionFailed as error:
+        # Declared by an earlier version with other arguments (a quorum queue, say): the broker
+        # refuses to change a queue in place, so keep serving the one that exists.
+        log.warning(
+            "service %s: queue %s already exists with other arguments (%s); using it as it is "
+            "(delete it while the service is stopped to have it declared anew)",
+            name,
+            spec.name,
+            error,
+        )
+        channel = await _consuming_channel(connection, settings)
+        return await channel.declare_queue(spec.name, passive=True)
+    await queue.bind(exchange, routing_key=spec.routing_key)
+    return queue
 
 
 def _now() -> datetime:
