@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
@@ -59,13 +59,11 @@ async def wait_for_consumer(
     give_up: Callable[[], None] | None = None,
 ) -> None:
     """Wait until queue ``name`` has a consumer (its service is up); as ``wait_for_queue`` otherwise."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if give_up is not None:
-                give_up()
-            if await consumer_count(connection, name):
-                return
-            await asyncio.sleep(poll)
+
+    async def consumed() -> bool:
+        return await consumer_count(connection, name) > 0
+
+    await _wait_until(consumed, timeout, poll, give_up)
 
 
 async def wait_for_queue(
@@ -78,10 +76,16 @@ async def wait_for_queue(
     """Wait until queue ``name`` exists (its owner declared it). ``give_up`` is called before every
     look and may raise to stop waiting (a process that should declare it has exited, say); past
     ``timeout`` it raises ``TimeoutError``."""
+    await _wait_until(lambda: queue_exists(connection, name), timeout, poll, give_up)
+
+
+async def _wait_until(
+    holds: Callable[[], Awaitable[bool]], timeout: float, poll: float, give_up: Callable[[], None] | None
+) -> None:
     async with asyncio.timeout(timeout):
         while True:
             if give_up is not None:
                 give_up()
-            if await queue_exists(connection, name):
+            if await holds():
                 return
             await asyncio.sleep(poll)

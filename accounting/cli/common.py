@@ -136,10 +136,6 @@ def signalled() -> asyncio.Event:
     return stop
 
 
-async def until_signalled() -> None:
-    await signalled().wait()
-
-
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 
 

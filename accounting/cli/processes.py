@@ -25,13 +25,13 @@ from accounting.cli.common import (
     http_settings,
     run,
     settings_from,
-    until_signalled,
+    signalled,
 )
 from accounting.infra.clock import utc_now
 from accounting.runtime.app import open_store, start_coordinator
 from accounting.service.relay import OutboxRelay
 from contracts import Topology
-from transport.connection import connect
+from transport.connection import Stopped, connect, unless_stopped
 
 
 def register(app: typer.Typer) -> None:
@@ -63,16 +63,21 @@ def coordinator(config: ConfigOption = None) -> None:
     http = http_settings()
 
     async def main() -> None:
+        stop = signalled()  # at once: SIGTERM during a slow start (migrations, connecting) stops it
         server = await start_server(http)
         try:
-            instance = await start_coordinator(settings, card=card)
+            try:
+                instance = await unless_stopped(start_coordinator(settings, card=card), stop)
+            except Stopped:
+                announce("coordinator stopped before it was ready")
+                return
             dead_letters = None if server is None else operations.watch_coordinator(server, instance)
             announce(
                 f"coordinator ready: services {', '.join(settings.services)}, "
                 f"deadline {settings.deadline_seconds:g}s, namespace {settings.namespace or '(none)'}"
             )
             try:
-                await until_signalled()
+                await stop.wait()
             finally:
                 if server is not None:
                     server.set_checks({"shutdown": operations.stopping})
@@ -119,17 +124,18 @@ def relay(config: ConfigOption = None) -> None:
     With RECKON_HTTP_PORT it serves /healthz, /readyz (broker, store, relay not stalled), /metrics.
     """
     from accounting.runtime import ops as operations
-    from observability.http import start_server
+    from observability.http import OpsServer, start_server
 
     configure_logging(verbose=True, process="relay")
     settings = settings_from(config)
     http = http_settings()
 
-    async def main() -> None:
-        server = await start_server(http)
-        store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
+    async def relay_until(stop_signal: asyncio.Event, server: OpsServer | None) -> None:
+        store = await unless_stopped(
+            open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds), stop_signal
+        )
         try:
-            connection = await connect(settings)
+            connection = await connect(settings, stop=stop_signal)
             async with connection:
                 publisher = await AmqpEventPublisher.create(
                     connection, Topology(settings.namespace), settings.publish_timeout_seconds
@@ -148,13 +154,22 @@ def relay(config: ConfigOption = None) -> None:
                     server.set_checks(operations.relay_checks(connection, store, outbox_relay))
                     operations.watch_outbox(server, store, [outbox_relay.health])
                 announce("relay running")
-                await until_signalled()
+                await stop_signal.wait()
                 if server is not None:
                     server.set_checks({"shutdown": operations.stopping})
                 stop.set()
                 await task
         finally:
             await store.close()
+
+    async def main() -> None:
+        stop_signal = signalled()  # at once: SIGTERM while opening the store or connecting stops it
+        server = await start_server(http)
+        try:
+            await relay_until(stop_signal, server)
+        except Stopped:
+            announce("relay stopped before it was ready")
+        finally:
             if server is not None:
                 await server.stop()
 

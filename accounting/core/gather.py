@@ -197,28 +197,24 @@ class Gather:
             self._ended_at = event.at
 
     def _on_returned(self, event: RequestReturned) -> None:
-        outcome = self._by_request.get(event.correlation_id)
-        if outcome is None or outcome.state is not ServiceState.WAITING or self.finished:
-            return
-        self._fail(
-            outcome,
-            AbortCode.UNROUTABLE,
-            f"request returned by the broker ({event.reply_text}): no queue is bound for "
-            f"service {outcome.service!r}; is the service deployed?",
-            event.at,
-        )
+        outcome = self._still_waiting(event.correlation_id)
+        if outcome is not None:
+            why = f"request returned by the broker ({event.reply_text}): no queue is bound for service"
+            ask = "is the service deployed?"
+            self._fail(outcome, AbortCode.UNROUTABLE, f"{why} {outcome.service!r}; {ask}", event.at)
 
     def _on_no_consumer(self, event: NoConsumer) -> None:
-        outcome = self._by_request.get(event.correlation_id)
+        outcome = self._still_waiting(event.correlation_id)
+        if outcome is not None:
+            why = f"no consumer on queue {event.queue}: service {outcome.service!r} is configured"
+            self._fail(outcome, AbortCode.UNROUTABLE, f"{why} but not running; is it deployed?", event.at)
+
+    def _still_waiting(self, correlation_id: str) -> ServiceOutcome | None:
+        """The outcome a request's fate still decides: its service is waiting and the gather open."""
+        outcome = self._by_request.get(correlation_id)
         if outcome is None or outcome.state is not ServiceState.WAITING or self.finished:
-            return
-        self._fail(
-            outcome,
-            AbortCode.UNROUTABLE,
-            f"no consumer on queue {event.queue}: service {outcome.service!r} is configured but not "
-            "running; is it deployed?",
-            event.at,
-        )
+            return None
+        return outcome
 
     def _on_refused(self, event: ChunkRefused) -> None:
         outcome = self.services.get(event.service)

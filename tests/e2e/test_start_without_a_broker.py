@@ -183,3 +183,38 @@ def test_a_malformed_url_is_refused_at_start_in_one_line(program: str, url: str,
     [line] = lines_of(output)
     assert "error:" in line and "amqp_url" in line.lower()
     assert_no_password(output)
+
+
+@pytest.mark.parametrize("command", ["coordinator", "relay"])
+def test_sigterm_while_the_coordinator_or_the_relay_connects_stops_it_at_once(
+    command: str, silent_broker: SilentBroker, tmp_path: Path
+) -> None:
+    url = f"amqp://reckon:{ENCODED}@127.0.0.1:{silent_broker.port}/"
+    env = {
+        **environment(url),
+        "RECKON_SERVICES": "compute",
+        "RECKON_STORE_URL": f"sqlite+aiosqlite:///{tmp_path / 'reckon.sqlite3'}",
+        "RECKON_RATE_CARD": str(ROOT / "config" / "rate-card.toml"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "accounting.cli", command],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert silent_broker.accepted.wait(STARTUP), "the process never tried to connect"
+        time.sleep(1.0)
+        assert process.poll() is None, "it should still be connecting"
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        output, _ = process.communicate(timeout=EXIT_WITHIN + STARTUP)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    assert took < EXIT_WITHIN, f"took {took:.1f}s to exit after SIGTERM: {output}"
+    assert process.returncode == 0, output
+    assert "stopped before it was ready" in output
+    assert "Traceback" not in output
+    assert_no_password(output)
