@@ -37,6 +37,34 @@ async def queue_exists(connection: AbstractConnection, name: str) -> bool:
             await channel.close()
 
 
+class QueueProbe:
+    """Looks queues up (consumer counts) on one channel kept open, so a look costs one round trip;
+    a missing queue closes that channel (the broker's answer to a passive declare), and the next
+    look opens another."""
+
+    def __init__(self, connection: AbstractConnection) -> None:
+        self._connection = connection
+        self._channel: AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+
+    async def consumers(self, name: str) -> int:
+        """How many consumers queue ``name`` has; 0 when it does not exist."""
+        async with self._lock:
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self._connection.channel()
+            try:
+                queue = await self._channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                self._channel = None
+                return 0
+            return int(queue.declaration_result.consumer_count or 0)
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+        self._channel = None
+
+
 async def consumer_count(connection: AbstractConnection, name: str) -> int:
     """How many consumers queue ``name`` has (0 when it does not exist), by a passive declare on a
     channel of its own, which needs no permission on the queue."""

@@ -63,7 +63,7 @@ from accounting.infra.clock import Clock, utc_now
 from contracts import CONTENT_TYPE, Period, Topology, UsageRequest
 from observability import tracing
 from transport.connection import broker_user
-from transport.queues import consumer_count
+from transport.queues import QueueProbe
 
 log = logging.getLogger("reckon.gather")
 
@@ -116,6 +116,8 @@ class UsageGatherer:
         self._settled: OrderedDict[str, Gather] = OrderedDict()
         self._closed_reason: str | None = None
         self._shut_down = False
+        self._probe = QueueProbe(connection)
+        """Looks at each service's queue before its request is sent (does anything consume it?)."""
         self.unknown_replies = 0
 
     @classmethod
@@ -173,6 +175,7 @@ class UsageGatherer:
 
     async def close(self) -> None:
         self._shut_down = True
+        await self._probe.close()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
@@ -292,7 +295,7 @@ class UsageGatherer:
         replies are taken while confirms are still on their way: every request goes out at once."""
         try:
             queue = self._topology.usage_queue(service).name
-            if not await consumer_count(self._connection, queue):
+            if not await self._probe.consumers(queue):
                 # Nothing would take the request before its deadline: fail now, as for a return.
                 session.inbox.put_nowait(NoConsumer(request_id, queue, self._clock()))
                 return
