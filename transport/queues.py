@@ -6,7 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustChannel,
+)
 
 from contracts import ExchangeSpec, QueueSpec
 
@@ -37,6 +43,14 @@ async def queue_exists(connection: AbstractConnection, name: str) -> bool:
             await channel.close()
 
 
+async def look_up(channel: AbstractChannel, name: str) -> AbstractQueue:
+    """A passive declare that asks the broker every time: a robust channel answers a repeated one
+    from its cache (aio-pika), with the message and consumer counts of the first."""
+    if isinstance(channel, AbstractRobustChannel):
+        return await channel.declare_queue(name, passive=True, robust=False)
+    return await channel.declare_queue(name, passive=True)
+
+
 class QueueProbe:
     """Looks queues up (consumer counts) on one channel kept open, so a look costs one round trip;
     a missing queue closes that channel (the broker's answer to a passive declare), and the next
@@ -53,7 +67,7 @@ class QueueProbe:
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self._connection.channel()
             try:
-                queue = await self._channel.declare_queue(name, passive=True)
+                queue = await look_up(self._channel, name)
             except aio_pika.exceptions.ChannelNotFoundEntity:
                 self._channel = None
                 return 0

@@ -24,6 +24,7 @@ from accounting.store.repository import ReportStore
 from contracts import Topology
 from observability.http import Check, OpsServer
 from transport.connection import connected_check
+from transport.queues import look_up
 
 log = logging.getLogger("reckon.ops")
 
@@ -125,7 +126,7 @@ class DeadLetterCount:
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._connection.channel()
         try:
-            queue = await self._channel.declare_queue(self._queue, passive=True)
+            queue = await look_up(self._channel, self._queue)  # never the robust channel's cache
         except Exception:
             channel, self._channel = self._channel, None  # a missing queue closes the channel
             if not channel.is_closed:

@@ -16,12 +16,14 @@ import aio_pika
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractRobustConnection
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounting.amqp.scheduler import close_period
+from accounting.amqp.topology import declare_coordinator_topology
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Aborted
-from accounting.runtime.ops import watch_coordinator
+from accounting.runtime.ops import DeadLetterCount, watch_coordinator
 from contracts import CONTENT_TYPE, Period, Topology, UsageReply, UsageRequest
 from observability import tracing
 from observability.http import HttpSettings, OpsServer
@@ -249,3 +251,27 @@ async def test_a_worker_is_ready_while_consuming_and_echoes_the_trace_on_its_rep
             stop.set()
             await asyncio.wait_for(worker, 30)
         assert await readyz(server) == (503, {"status": "not ready", "checks": {"shutdown": "stopping"}})
+
+
+async def test_the_dead_letter_gauge_follows_the_queue_from_one_scrape_to_the_next(
+    connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    """A robust channel answers a repeated passive declare from its cache: the gauge must not."""
+    async with connection.channel() as channel:
+        await declare_coordinator_topology(channel, topology)
+    counter = DeadLetterCount(connection, topology)
+    try:
+        await counter.refresh()
+        before = REGISTRY.get_sample_value("reckon_dead_letters")
+        async with connection.channel() as channel:
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"{}"), routing_key=topology.dead_letters_queue.name
+            )
+
+        async def counted() -> bool:
+            await counter.refresh()
+            return REGISTRY.get_sample_value("reckon_dead_letters") == (before or 0) + 1
+
+        await eventually(counted, timeout=15)
+    finally:
+        await counter.close()
