@@ -30,19 +30,6 @@ async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQu
     return queue
 
 
-async def queue_exists(connection: AbstractConnection, name: str) -> bool:
-    """A passive declare on a channel of its own (a missing queue closes the channel it is asked on)."""
-    channel = await connection.channel()
-    try:
-        await channel.declare_queue(name, passive=True)
-        return True
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-
-
 async def look_up(channel: AbstractChannel, name: str) -> AbstractQueue:
     """A passive declare that asks the broker every time: a robust channel answers a repeated one
     from its cache (aio-pika), with the message and consumer counts of the first."""
@@ -52,26 +39,31 @@ async def look_up(channel: AbstractChannel, name: str) -> AbstractQueue:
 
 
 class QueueProbe:
-    """Looks queues up (consumer counts) on one channel kept open, so a look costs one round trip;
-    a missing queue closes that channel (the broker's answer to a passive declare), and the next
-    look opens another."""
+    """Looks queues up on one channel kept open, so a look costs one round trip; a missing queue
+    closes that channel (the broker's answer to a passive declare), and the next look opens
+    another. A passive declare needs no permission on the queue."""
 
     def __init__(self, connection: AbstractConnection) -> None:
         self._connection = connection
         self._channel: AbstractChannel | None = None
         self._lock = asyncio.Lock()
 
-    async def consumers(self, name: str) -> int:
-        """How many consumers queue ``name`` has; 0 when it does not exist."""
+    async def look(self, name: str) -> AbstractQueue | None:
+        """Queue ``name`` with its message and consumer counts as the broker has them now; None
+        when it does not exist."""
         async with self._lock:
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self._connection.channel()
             try:
-                queue = await look_up(self._channel, name)
+                return await look_up(self._channel, name)
             except aio_pika.exceptions.ChannelNotFoundEntity:
                 self._channel = None
-                return 0
-            return int(queue.declaration_result.consumer_count or 0)
+                return None
+
+    async def consumers(self, name: str) -> int:
+        """How many consumers queue ``name`` has; 0 when it does not exist."""
+        queue = await self.look(name)
+        return 0 if queue is None else int(queue.declaration_result.consumer_count or 0)
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
@@ -79,18 +71,23 @@ class QueueProbe:
         self._channel = None
 
 
-async def consumer_count(connection: AbstractConnection, name: str) -> int:
-    """How many consumers queue ``name`` has (0 when it does not exist), by a passive declare on a
-    channel of its own, which needs no permission on the queue."""
-    channel = await connection.channel()
+async def queue_exists(connection: AbstractConnection, name: str) -> bool:
+    """Whether queue ``name`` exists, asked once on a channel of its own."""
+    probe = QueueProbe(connection)
     try:
-        queue = await channel.declare_queue(name, passive=True)
-        return int(queue.declaration_result.consumer_count or 0)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        return 0
+        return await probe.look(name) is not None
     finally:
-        if not channel.is_closed:
-            await channel.close()
+        await probe.close()
+
+
+async def consumer_count(connection: AbstractConnection, name: str) -> int:
+    """How many consumers queue ``name`` has (0 when it does not exist), asked once on a channel of
+    its own."""
+    probe = QueueProbe(connection)
+    try:
+        return await probe.consumers(name)
+    finally:
+        await probe.close()
 
 
 async def wait_for_consumer(

@@ -40,15 +40,16 @@ async def close_period(
     topology: Topology,
     period: Period,
     requested_by: str,
-    wait_seconds: float = COORDINATOR_WAIT_SECONDS,
+    wait_seconds: float | None = COORDINATOR_WAIT_SECONDS,
 ) -> PeriodClosed:
     """Publish PeriodClosed, persistent, mandatory and confirmed.
 
     The scheduler declares nothing: the coordinator owns the topology (its broker user is the one
-    that may configure it), and the scheduler's user may only write to ``billing.periods``. An
-    The scheduler waits up to ``wait_seconds`` for a coordinator to have declared it; a PeriodClosed
-    no queue takes raises ``PeriodNotTaken``: nothing is lost silently, the command fails saying
-    to start the coordinator first.
+    that may configure it), and the scheduler's user may only write to ``billing.periods``. The
+    scheduler waits up to ``wait_seconds`` for a coordinator to have declared it (None: the caller
+    already did, ``wait_for_coordinator``); a PeriodClosed no queue takes raises
+    ``PeriodNotTaken``: nothing is lost silently, the command fails saying to start the
+    coordinator first.
 
     The message carries ``user_id`` (the broker refuses one that is not the connection's user), so
     the coordinator knows who closed the period: only the scheduler's user may.
@@ -58,15 +59,12 @@ async def close_period(
     trace id, whichever process sends it (``accounting/infra/traces.py``).
     """
     event = PeriodClosed.for_period(period, requested_by)
-    await wait_for_coordinator(connection, topology, wait_seconds)
+    if wait_seconds is not None:
+        await wait_for_coordinator(connection, topology, wait_seconds)
     async with connection.channel(publisher_confirms=True) as channel:
-        try:
-            exchange = await channel.get_exchange(topology.periods.name)  # passive: no permission
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            raise PeriodNotTaken(
-                f"exchange {topology.periods.name} does not exist: start the coordinator first "
-                "(it declares the topology)"
-            ) from None
+        # The period-closed queue exists, so its exchange does: the coordinator declares the
+        # exchanges first. Not looked up again.
+        exchange = await channel.get_exchange(topology.periods.name, ensure=False)
         returned = await exchange.publish(
             aio_pika.Message(
                 event.to_json(),

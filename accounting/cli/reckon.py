@@ -107,7 +107,7 @@ def close_period_command(
             listener = await channel.declare_queue("", exclusive=True, auto_delete=True)
             for key in (ROUTING_REPORT_COMPLETED, ROUTING_REPORT_ABORTED):
                 await listener.bind(topology.reports.name, key)
-            await close_period(connection, topology, billing_period, requested_by)
+            await close_period(connection, topology, billing_period, requested_by, wait_seconds=None)
             console.print(f"PeriodClosed {billing_period.period_id} published")
             async with asyncio.timeout(settings.deadline_seconds + 60), listener.iterator() as messages:
                 async for message in messages:

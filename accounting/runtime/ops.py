@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractConnection
 from sqlalchemy import text
 
 from accounting.infra import metrics
@@ -24,7 +24,7 @@ from accounting.store.repository import ReportStore
 from contracts import Topology
 from observability.http import Check, OpsServer
 from transport.connection import connected_check
-from transport.queues import look_up
+from transport.queues import QueueProbe
 
 log = logging.getLogger("reckon.ops")
 
@@ -115,29 +115,20 @@ def watch_outbox(server: OpsServer, store: ReportStore, tasks: Sequence[TaskHeal
 
 
 class DeadLetterCount:
-    """The dead-letter queue's message count, by a passive declare on a channel of its own."""
+    """The dead-letter queue's message count, looked up on a channel of its own at each scrape."""
 
     def __init__(self, connection: AbstractConnection, topology: Topology) -> None:
-        self._connection = connection
+        self._probe = QueueProbe(connection)
         self._queue = topology.dead_letters_queue.name
-        self._channel: AbstractChannel | None = None
 
     async def refresh(self) -> None:
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel()
-        try:
-            queue = await look_up(self._channel, self._queue)  # never the robust channel's cache
-        except Exception:
-            channel, self._channel = self._channel, None  # a missing queue closes the channel
-            if not channel.is_closed:
-                await channel.close()
-            raise
+        queue = await self._probe.look(self._queue)
+        if queue is None:
+            raise LookupError(f"queue {self._queue} does not exist")
         metrics.DEAD_LETTERS.set(queue.declaration_result.message_count or 0)
 
     async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
-        self._channel = None
+        await self._probe.close()
 
 
 def watch_coordinator(server: OpsServer, app: CoordinatorApp) -> DeadLetterCount:
