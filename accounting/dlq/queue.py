@@ -129,8 +129,9 @@ class DeadLetterReader:
         self.user = user
         """The broker user reading (named when the broker refuses)."""
         self._namespace = namespace
-        self._last_tag: int | None = None
-        self._held = 0
+        self._held: set[int] = set()
+        """Delivery tags read and not yet acknowledged. A ``multiple`` ack or nack must name one of
+        these: the broker closes the channel on a tag already acknowledged."""
 
     @classmethod
     async def open(cls, connection: AbstractConnection, topology: Topology) -> DeadLetterReader:
@@ -148,7 +149,7 @@ class DeadLetterReader:
     @property
     def held(self) -> int:
         """How many letters are read and not yet acknowledged."""
-        return self._held
+        return len(self._held)
 
     async def read(self, keep_body: Callable[[DeadLetter], bool] = _never) -> AsyncIterator[Held]:
         """Every dead letter (up to ``MAX_SCAN``) in queue order, each held unacknowledged, with its
@@ -165,9 +166,8 @@ class DeadLetterReader:
             if message is None:
                 return
             read += 1
-            self._held += 1
             assert message.delivery_tag is not None  # not auto-acknowledged
-            self._last_tag = message.delivery_tag
+            self._held.add(message.delivery_tag)
             letter = dead_letter(
                 message.body,
                 message.headers,
@@ -195,22 +195,22 @@ class DeadLetterReader:
     async def acknowledge(self, held: Held) -> None:
         """Remove one dead letter for good (after its replay was confirmed, or to purge it)."""
         await self._ack(held.tag)
-        self._held -= 1
+        self._held.discard(held.tag)
 
     async def acknowledge_all(self) -> None:
         """Remove every dead letter read so far, in one frame: exactly those, none read since."""
-        if self._last_tag is not None and self._held:
-            await self._ack(self._last_tag, multiple=True)
-        self._held = 0
+        if self._held:
+            await self._ack(max(self._held), multiple=True)
+        self._held.clear()
 
     async def release(self) -> None:
         """Give back everything still held, in one frame, and close the channel."""
-        held, self._held = self._held, 0
+        held, self._held = self._held, set()
         if self._channel.is_closed:
             return
-        if held and self._last_tag is not None:
+        if held:
             channel = await self._channel.get_underlay_channel()
-            await channel.basic_nack(self._last_tag, multiple=True, requeue=True)
+            await channel.basic_nack(max(held), multiple=True, requeue=True)
         await self._channel.close()
 
     async def __aenter__(self) -> DeadLetterReader:

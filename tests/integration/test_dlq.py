@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from accounting.amqp.topology import declare_coordinator_topology
 from accounting.dlq.letters import DeadLetter
 from accounting.dlq.queue import (
+    DeadLetterReader,
     DeadLettersMissing,
     UnknownDeadLetters,
     find_dead_letters,
@@ -214,6 +215,37 @@ async def test_purge_deletes_every_dead_letter(
 
     assert await purge_dead_letters(connection, topology) == 3
     assert await list_dead_letters(connection, topology) == ([], 0)
+
+
+async def test_after_the_last_letter_read_is_removed_the_rest_are_removed_or_given_back_on_an_open_channel(
+    connection: AbstractRobustConnection, topology: Topology, channel: AbstractChannel
+) -> None:
+    """A multiple ack or nack naming a tag already acknowledged makes the broker close the channel
+    (PRECONDITION_FAILED); its late close-ok then broke the next channel opened with that number."""
+    for number in range(4):
+        await publish(channel, topology.invoices.name, ROUTING_INVOICE_ISSUED, b"{}", f"t-{number}")
+    await reject_from_payments(channel, topology, 4)
+    await dead_letters(connection, topology, 4)
+
+    async with await DeadLetterReader.open(connection, topology) as reader:
+        held = [letter async for letter in reader.read()]
+        await reader.acknowledge(held[-1])
+        await reader.acknowledge_all()
+        assert await reader.queue.get(fail=False) is None  # a round trip: the channel is still open
+    assert await list_dead_letters(connection, topology) == ([], 0)
+
+    for number in range(2):
+        await publish(channel, topology.invoices.name, ROUTING_INVOICE_ISSUED, b"{}", f"g-{number}")
+    await reject_from_payments(channel, topology, 2)
+    await dead_letters(connection, topology, 2)
+    closed_because: list[BaseException | None] = []
+    async with await DeadLetterReader.open(connection, topology) as reader:
+        reader.queue.channel.close_callbacks.add(lambda _channel, why: closed_because.append(why))
+        held = [letter async for letter in reader.read()]
+        await reader.acknowledge(held[-1])
+    assert [type(why) for why in closed_because] == [aio_pika.exceptions.ChannelClosed]
+    letters, total = await list_dead_letters(connection, topology)
+    assert ([letter.id for letter in letters], total) == (["g-0"], 1)
 
 
 async def test_a_namespace_without_dead_letters_queue_is_one_clear_error(
