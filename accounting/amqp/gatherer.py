@@ -1,19 +1,24 @@
 """The aio-pika shell around the gather machine: publish requests, route replies, store them, wait.
 
-As in aio-pika's RPC pattern, one exclusive reply queue serves every gather of this coordinator
-instance; replies are routed to their gather by correlation id. Replies are acknowledged only
-once stored, and the channel's prefetch bounds how many are in flight, so the coordinator holds
-a few chunks at a time however large the answers. Settled gathers stay routable (their counters,
-not their replies), so a reply that arrives after the deadline is counted as late, not unknown.
+As in aio-pika's RPC pattern, replies come back to a queue of the coordinator's own and are
+routed to their gather by correlation id; unlike it, each gather has its own exclusive reply
+queue and consumer, each with the channel's per-consumer prefetch. So a service that floods one
+report with replies queues them behind nothing but that report's own: a concurrent report's
+replies are taken at once (the fairness test in ``tests/integration/test_reply_fairness.py``).
+Replies are acknowledged only once stored, so the coordinator holds a few chunks per gather at a
+time however large the answers. A finished gather's queue is kept for ``late_seconds`` so a
+reply that arrives after the deadline is counted as late, not unknown; then it is deleted, and a
+service still answering is told by the broker (its mandatory reply is returned) and stops.
 
-Here: the channel and its reply queue, the requests, routing a reply to its gather, and the loop
-that runs one gather to its end. A gather's inbox, applying its items to the machine and
-acknowledging replies are in ``replies``.
+Here: the channel, each gather's reply queue, the requests, routing a reply to its gather, and
+the loop that runs one gather to its end. A gather's inbox, applying its items to the machine
+and acknowledging replies are in ``replies``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -21,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 from aio_pika.abc import (
@@ -30,6 +35,8 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustQueue,
 )
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
@@ -72,6 +79,8 @@ AbortCallback = Callable[[Gather], Awaitable[None]]
 
 _MIN_EXPIRATION = timedelta(milliseconds=1)
 _SETTLED_KEPT = 1024
+LATE_SECONDS = 60.0
+"""How long a finished gather's reply queue stays, counting late replies, before it is deleted."""
 
 
 def request_ids(services: Sequence[str]) -> dict[str, str]:
@@ -100,6 +109,7 @@ class UsageGatherer:
         prefetch: int,
         senders: Mapping[str, str] | None = None,
         limits: ReplyLimits = DEFAULT_LIMITS,
+        late_seconds: float = LATE_SECONDS,
     ) -> None:
         self._connection = connection
         self.user = broker_user(connection)
@@ -110,8 +120,11 @@ class UsageGatherer:
         self._publish_timeout = publish_timeout
         self._clock = clock
         self._prefetch = prefetch
+        self._late_seconds = late_seconds
         self._channel: AbstractChannel | None = None
-        self._reply_queue: AbstractQueue | None = None
+        self._running: set[str] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
+        """Finished gathers' reply queues, each deleted once its late window has passed."""
         self._routes: dict[str, Session] = {}
         self._settled: OrderedDict[str, Gather] = OrderedDict()
         self._closed_reason: str | None = None
@@ -130,54 +143,78 @@ class UsageGatherer:
         prefetch: int = 64,
         senders: Mapping[str, str] | None = None,
         limits: ReplyLimits = DEFAULT_LIMITS,
+        late_seconds: float = LATE_SECONDS,
     ) -> UsageGatherer:
         """``senders`` maps a service to the broker user allowed to answer for it; a service not
         named there must answer as this coordinator's own user (one user for everything: a
         development setup)."""
-        gatherer = cls(connection, topology, publish_timeout, clock, prefetch, senders, limits)
+        gatherer = cls(connection, topology, publish_timeout, clock, prefetch, senders, limits, late_seconds)
         connection.close_callbacks.add(gatherer._on_closed)
         await gatherer._open()
         return gatherer
 
     @property
     def channel(self) -> AbstractChannel | None:
-        """The channel of the current reply queue (None before the first open)."""
+        """The channel of the requests and reply queues (None before the first open)."""
         return self._channel
 
-    async def _open(self) -> tuple[AbstractChannel, AbstractQueue]:
-        """A fresh channel and reply queue: at start, and after the broker closed the last ones."""
+    async def _open(self) -> AbstractChannel:
+        """A fresh channel: at start, and after the broker closed the last one."""
         channel = await self._connection.channel(publisher_confirms=True)
+        # Per consumer (RabbitMQ's default for basic.qos): each gather's reply queue has its own window.
         await channel.set_qos(prefetch_count=self._prefetch)
-        reply_queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await channel.declare_exchange(self._topology.usage.name, self._topology.usage.kind, durable=True)
         channel.close_callbacks.add(self._on_closed)
-        await reply_queue.consume(self._on_reply)
-        self._channel, self._reply_queue, self._closed_reason = channel, reply_queue, None
-        return channel, reply_queue
+        self._channel, self._closed_reason = channel, None
+        return channel
 
-    async def _ready(self) -> tuple[AbstractChannel, AbstractQueue]:
+    async def _ready(self) -> AbstractChannel:
         if self._shut_down:
             raise TransportClosed("the gatherer is closed")
-        if (
-            self._channel is None
-            or self._reply_queue is None
-            or self._channel.is_closed
-            or self._closed_reason
-        ):
+        if self._channel is None or self._channel.is_closed or self._closed_reason:
             log.warning("reply channel was closed (%s); opening a new one", self._closed_reason or "closed")
             return await self._open()
-        return self._channel, self._reply_queue
+        return self._channel
 
-    async def reply_queue_name(self) -> str:
-        """The current reply queue's name (a new queue is opened if the last one closed)."""
-        _, queue = await self._ready()
-        return queue.name
+    def reply_queues(self) -> list[str]:
+        """The reply queues of the gathers running now (what a forger would have to learn)."""
+        return list(self._running)
+
+    async def _reply_queue(self, channel: AbstractChannel) -> tuple[AbstractQueue, str]:
+        """A gather's own reply queue, consumed; not restored after a reconnect (the gather has
+        settled as ``transport_lost`` by then)."""
+        if isinstance(channel, AbstractRobustChannel):
+            queue: AbstractQueue = await channel.declare_queue(
+                "", exclusive=True, auto_delete=True, robust=False
+            )
+            tag = await cast(AbstractRobustQueue, queue).consume(self._on_reply, robust=False)
+        else:
+            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+            tag = await queue.consume(self._on_reply)
+        self._running.add(queue.name)
+        return queue, tag
+
+    def _retire(self, queue: AbstractQueue, tag: str) -> None:
+        """Delete a finished gather's queue (by cancelling its only consumer) after the late window."""
+        self._running.discard(queue.name)
+
+        async def later() -> None:
+            await asyncio.sleep(self._late_seconds)
+            with contextlib.suppress(*TRANSPORT_ERRORS, RuntimeError):
+                await queue.cancel(tag)
+
+        task = asyncio.create_task(later())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         self._shut_down = True
+        for task in self._retiring:
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self._probe.close()
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            await self._channel.close()  # its exclusive reply queues go with it
 
     def _senders(self, services: Sequence[str]) -> dict[str, str]:
         return {service: self._service_users.get(service, self.user) for service in services}
@@ -231,9 +268,12 @@ class UsageGatherer:
         for request_id in requests.values():
             self._routes[request_id] = session
         sends: list[asyncio.Task[None]] = []
+        consumer: tuple[AbstractQueue, str] | None = None
         try:
             try:
-                channel, reply_queue = await self._ready()
+                channel = await self._ready()
+                consumer = await self._reply_queue(channel)
+                reply_queue = consumer[0]
                 exchange = await channel.get_exchange(self._topology.usage.name, ensure=False)
             except (*TRANSPORT_ERRORS, TransportClosed) as error:
                 session.inbox.put_nowait(TransportLost(f"{type(error).__name__}: {error}", self._clock()))
@@ -254,6 +294,8 @@ class UsageGatherer:
             while len(self._settled) > _SETTLED_KEPT:
                 self._settled.popitem(last=False)
             await drain(session, self._clock)
+            if consumer is not None:
+                self._retire(*consumer)
         if on_progress is not None:
             on_progress(session.machine)
         return session.machine

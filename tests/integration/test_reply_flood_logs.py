@@ -3,6 +3,7 @@ most: an error-rate alert or a disk must not be flooded by one misbehaving or ho
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -10,8 +11,8 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from contracts import CONTENT_TYPE, Topology
-from tests.integration.support import coordinator, eventually
+from contracts import CONTENT_TYPE, Period, Topology
+from tests.integration.support import StaticService, coordinator, eventually, serving
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +26,15 @@ async def test_stray_replies_are_counted_each_and_logged_a_few_lines_at_most(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="reckon.gather")
-    async with coordinator(amqp_url, topology, ["compute"], consume=False) as running:
+    slow = StaticService("compute", delay=2.0)  # keeps the gather, and its reply queue, open
+    async with (
+        serving(connection, topology, slow),
+        coordinator(amqp_url, topology, ["compute"], consume=False, deadline_seconds=60) as running,
+    ):
         gatherer = running.app.gatherer
-        reply_queue = await gatherer.reply_queue_name()
+        building = asyncio.create_task(running.run_period(Period.month("2026-10")))
+        await eventually(lambda: bool(gatherer.reply_queues()))
+        [reply_queue] = gatherer.reply_queues()
         async with connection.channel() as channel:
             for _ in range(STRAY):
                 await channel.default_exchange.publish(
@@ -35,6 +42,7 @@ async def test_stray_replies_are_counted_each_and_logged_a_few_lines_at_most(
                     routing_key=reply_queue,
                 )
         await eventually(lambda: gatherer.unknown_replies == STRAY, timeout=60)
+        assert (await building).gather.finished
 
     lines = [record for record in caplog.records if "unknown correlation id" in record.getMessage()]
     assert 1 <= len(lines) <= 3, [record.getMessage() for record in lines]
