@@ -17,6 +17,7 @@ ROUTING_REPORT_COMPLETED = "report.completed"
 ROUTING_REPORT_ABORTED = "report.aborted"
 CONTENT_TYPE = "application/json"
 DELIVERY_LIMIT = 5
+DEAD_LETTER_EXCHANGE = "x-dead-letter-exchange"
 
 
 class ExchangeKind(StrEnum):
@@ -40,6 +41,18 @@ class QueueSpec:
     arguments: dict[str, Any] = field(default_factory=dict)
     also_bound: tuple[str, ...] = ()
     """More routing keys the queue is bound to on the same exchange."""
+
+    @property
+    def dead_letter_exchange(self) -> str | None:
+        """Where the queue dead-letters, when it does."""
+        value = self.arguments.get(DEAD_LETTER_EXCHANGE)
+        return None if value is None else str(value)
+
+    def for_policy(self) -> QueueSpec:
+        """The same queue without ``x-dead-letter-exchange``: a broker policy names its dead-letter
+        exchange instead, so whoever declares it needs no write permission on that exchange."""
+        arguments = {key: value for key, value in self.arguments.items() if key != DEAD_LETTER_EXCHANGE}
+        return replace(self, arguments=arguments)
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ class Topology:
             routing_key=routing_key,
             arguments={
                 "x-queue-type": "quorum",
-                "x-dead-letter-exchange": self.dead_letter_exchange.name,
+                DEAD_LETTER_EXCHANGE: self.dead_letter_exchange.name,
                 "x-delivery-limit": DELIVERY_LIMIT,
                 **extra,
             },
@@ -107,14 +120,14 @@ class Topology:
 
     def usage_queue(self, service: str) -> QueueSpec:
         """A durable **classic** queue: a request is worth nothing once its gather ended (it expires
-        at the deadline and the coordinator's reply queue is gone), so it needs neither a replicated
+        at the deadline and its gather's reply queue is gone soon after), so it needs neither a replicated
         log nor the disk write a quorum queue makes before delivering it — which was most of a
         gather's latency. An expired or rejected request is still dead-lettered."""
         return QueueSpec(
             name=self._name(f"usage.requests.{service}"),
             exchange=self.usage,
             routing_key=service,
-            arguments={"x-queue-type": "classic", "x-dead-letter-exchange": self.dead_letter_exchange.name},
+            arguments={"x-queue-type": "classic", DEAD_LETTER_EXCHANGE: self.dead_letter_exchange.name},
         )
 
     @property
@@ -125,6 +138,17 @@ class Topology:
             routing_key="#",
             arguments={"x-queue-type": "quorum"},
         )
+
+    def dead_lettered_queues(self, services: tuple[str, ...] | list[str]) -> tuple[QueueSpec, ...]:
+        """Every queue that dead-letters to ``dead_letter_exchange`` (the configured ``services``'
+        request queues among them): what a ``dead-letter-exchange`` broker policy must cover."""
+        queues = (
+            self.period_closed_queue,
+            self.payments_queue,
+            self.corrections_queue,
+            *(self.usage_queue(service) for service in services),
+        )
+        return tuple(queue for queue in queues if queue.dead_letter_exchange)
 
     def exchanges(self) -> tuple[ExchangeSpec, ...]:
         return (self.periods, self.usage, self.invoices, self.reports, self.dead_letter_exchange)

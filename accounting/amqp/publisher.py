@@ -12,7 +12,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from accounting.amqp.topology import declare_coordinator_topology
+from accounting.amqp.topology import DeadLetters, declare_topology_for
 from accounting.infra.traces import report_trace
 from contracts import CONTENT_TYPE, Topology
 from transport.connection import broker_user
@@ -75,10 +75,14 @@ class AmqpEventPublisher:
 
     @classmethod
     async def create(
-        cls, connection: AbstractConnection, topology: Topology, confirm_timeout: float = 10.0
+        cls,
+        connection: AbstractConnection,
+        topology: Topology,
+        confirm_timeout: float = 10.0,
+        dead_letters: DeadLetters = "arguments",
     ) -> AmqpEventPublisher:
         channel = await connection.channel(publisher_confirms=True)
-        await declare_coordinator_topology(channel, topology)
+        await declare_topology_for(connection, channel, topology, dead_letters)
         exchanges = {
             "invoices": await channel.get_exchange(topology.invoices.name),
             "reports": await channel.get_exchange(topology.reports.name),

@@ -138,7 +138,10 @@ def relay(config: ConfigOption = None) -> None:
             connection = await connect(settings, stop=stop_signal)
             async with connection:
                 publisher = await AmqpEventPublisher.create(
-                    connection, Topology(settings.namespace), settings.publish_timeout_seconds
+                    connection,
+                    Topology(settings.namespace),
+                    settings.publish_timeout_seconds,
+                    settings.dead_letters,
                 )
                 outbox_relay = OutboxRelay(
                     store,

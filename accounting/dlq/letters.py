@@ -20,11 +20,11 @@ Who sent it, and whether the broker dead-lettered it:
   connection's user and keeps it when it dead-letters, so it names who first published the letter.
 - ``x-death`` is a header like any other: whoever may publish to the dead-letter exchange can write
   one. What makes it the broker's is that nobody else may publish there (deploy/'s permissions
-  give write on ``billing.dlx`` only to the coordinator, which RabbitMQ requires to declare queues
-  that dead-letter there). ``suspect`` names what no dead letter of the broker's lacks (an
-  ``x-death`` with its time, queue, reason and routing keys, ``x-first-death-queue``, a reason the
-  broker writes, a queue of this namespace, the routing key it was dead-lettered with): a letter
-  missing any of them was published to the exchange by a client, not dead-lettered.
+  give no client user write on ``billing.dlx``: a broker policy, not a queue argument, names it).
+  ``suspect`` names what no dead letter of the broker's lacks (an ``x-death`` with its time, queue,
+  reason and routing keys, ``x-first-death-queue``, a reason the broker writes, a queue of this
+  namespace, the routing key it was dead-lettered with): a letter missing any of them was published
+  to the exchange by a client, not dead-lettered.
 """
 
 from __future__ import annotations

@@ -116,7 +116,11 @@ class CoordinatorApp:
     async def start_consuming(self, topology: Topology) -> None:
         """Take PeriodClosed events, supervised: a consumer whose channel is gone is started again."""
         self.consumer = await PeriodConsumer.start(
-            self.connection, topology, self.coordinator, self.settings.scheduler_user
+            self.connection,
+            topology,
+            self.coordinator,
+            self.settings.scheduler_user,
+            self.settings.dead_letters,
         )
         self._background.append(
             asyncio.create_task(
@@ -128,7 +132,11 @@ class CoordinatorApp:
     async def _watch_consumer(self, topology: Topology) -> None:
         if self.consumer is None:
             self.consumer = await PeriodConsumer.start(
-                self.connection, topology, self.coordinator, self.settings.scheduler_user
+                self.connection,
+                topology,
+                self.coordinator,
+                self.settings.scheduler_user,
+                self.settings.dead_letters,
             )
         closed_checks = 0
         while not self._stop_consuming.is_set():
@@ -215,8 +223,10 @@ async def start_coordinator(
         await store.close()
         raise
     try:
-        publisher = await AmqpEventPublisher.create(connection, topology, settings.publish_timeout_seconds)
-        await declare_usage_queues(connection, topology, services)
+        publisher = await AmqpEventPublisher.create(
+            connection, topology, settings.publish_timeout_seconds, settings.dead_letters
+        )
+        await declare_usage_queues(connection, topology, services, settings.dead_letters)
         gatherer = await UsageGatherer.create(
             connection,
             topology,

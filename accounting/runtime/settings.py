@@ -11,6 +11,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from accounting.amqp.topology import DeadLetters
 from accounting.core.rate_card import RateCard
 from accounting.runtime.config_checks import (
     parse_service_users,
@@ -56,6 +57,11 @@ class Settings(BrokerClientSettings):
     """The broker user a ``PeriodClosed`` must come from (its ``user_id``, verified by the broker);
     any other is refused and dead-lettered. None: any user (one user for everything, in
     development; logged at start)."""
+    dead_letters: DeadLetters = "arguments"
+    """How the coordinator's queues get their dead-letter exchange: ``"arguments"`` (declared with
+    ``x-dead-letter-exchange``, which needs write on ``billing.dlx``: one user for everything, in
+    development) or ``"policy"`` (a broker policy names it, as deploy/ does, so no client user may
+    write to ``billing.dlx``; queues that exist are kept as they are)."""
     service_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """The broker user allowed to answer for each service (its replies' validated ``user_id``);
     every key must be a configured service. ``RECKON_SERVICE_USERS=compute=reckon-compute,...``

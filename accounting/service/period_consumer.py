@@ -8,7 +8,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from accounting.amqp.topology import open_coordinator_queue
+from accounting.amqp.topology import DeadLetters, open_coordinator_queue
 from accounting.infra import metrics
 from accounting.service.coordinator import Coordinator, transient
 from accounting.store.repository import ReportRecord
@@ -60,9 +60,10 @@ class PeriodConsumer(QueueConsumer):
         topology: Topology,
         coordinator: Coordinator,
         scheduler_user: str | None = None,
+        dead_letters: DeadLetters = "arguments",
     ) -> PeriodConsumer:
         channel, queue = await open_coordinator_queue(
-            connection, topology, topology.period_closed_queue, prefetch=1
+            connection, topology, topology.period_closed_queue, prefetch=1, dead_letters=dead_letters
         )
         if scheduler_user is None:
             log.warning(

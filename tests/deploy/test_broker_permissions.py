@@ -4,7 +4,8 @@ Each role's AMQP operations are derived from the real topology (contracts/topolo
 against its permission regexes the way RabbitMQ does (docs: access-control, "How Permissions
 Work"): configure to declare, write to publish and to bind a queue (on the queue), read to consume
 and to bind (on the exchange); declaring a queue with a dead-letter exchange also needs read on
-the queue and write on the DLX; the default exchange is checked as `amq.default`; a server-named
+the queue and write on the DLX (so the deployed coordinator leaves the DLX to a broker policy); the
+default exchange is checked as `amq.default`; a server-named
 queue is `amq.gen-...`, and aio-pika's robust channel names an anonymous queue itself,
 `amq_<uuid hex>` (so it can declare it again after a reconnect): the coordinator's reply queue.
 Each role must be able to do what it does and nothing it must not.
@@ -45,15 +46,17 @@ def declare_exchange(exchange: ExchangeSpec) -> Iterator[Operation]:
 
 def declare_and_bind(queue: QueueSpec) -> Iterator[Operation]:
     yield "configure", queue.name
-    dead_letter_exchange = queue.arguments.get("x-dead-letter-exchange")
+    dead_letter_exchange = queue.dead_letter_exchange
     if dead_letter_exchange is not None:
         yield "read", queue.name
-        yield "write", str(dead_letter_exchange)
+        yield "write", dead_letter_exchange
     yield "write", queue.name  # queue.bind
     yield "read", queue.exchange.name
 
 
 def coordinator_operations() -> Iterator[Operation]:
+    # As deployed (dead_letters = "policy"): a broker policy names the dead-letter exchange, the
+    # queues are declared without it (tests/deploy/test_dead_letter_permissions.py).
     for exchange in TOPOLOGY.exchanges():
         yield from declare_exchange(exchange)
     for queue in (
@@ -62,9 +65,9 @@ def coordinator_operations() -> Iterator[Operation]:
         TOPOLOGY.corrections_queue,
         TOPOLOGY.dead_letters_queue,
     ):
-        yield from declare_and_bind(queue)
+        yield from declare_and_bind(queue.for_policy())
     for service in services():  # it declares each configured service's request queue
-        yield from declare_and_bind(TOPOLOGY.usage_queue(service))
+        yield from declare_and_bind(TOPOLOGY.usage_queue(service).for_policy())
     yield "read", TOPOLOGY.period_closed_queue.name  # takes PeriodClosed
     for reply_queue in REPLY_QUEUES:  # its exclusive reply queue
         yield "configure", reply_queue
@@ -163,11 +166,10 @@ def others_usage_queues(service: str) -> list[str]:
             for role in ("reckon-scheduler", "reckon-payments")
             for permission, resource in [("read", TOPOLOGY.usage_queue("compute").name)]
         ],
-        # Only the coordinator, which declares the queues that dead-letter into it, may write to
-        # the dead-letter exchange (RabbitMQ requires it of whoever declares such a queue).
+        # Nobody writes to the dead-letter exchange: the broker dead-letters by policy.
         *[
             (role, "write", TOPOLOGY.dead_letter_exchange.name)
-            for role in ("reckon-scheduler", "reckon-payments")
+            for role in ("reckon-coordinator", "reckon-scheduler", "reckon-payments")
         ],
         ("reckon-scheduler", "configure", TOPOLOGY.periods.name),
         ("reckon-scheduler", "configure", TOPOLOGY.period_closed_queue.name),

@@ -1,11 +1,14 @@
 """Who may touch the dead letters, by deploy/dev-infra/rabbitmq/definitions.json: the operator reads
-``billing.dead-letters`` and does nothing else; nobody but the coordinator (which RabbitMQ requires
-to have write on the dead-letter exchange to declare the queues that dead-letter there) may publish
-to ``billing.dlx``, so nobody can plant a dead letter (the broker dead-letters with no permission
-of the user that rejected). ``tests/integration/test_dead_letter_operator.py`` tries the same on
-the real broker."""
+``billing.dead-letters`` and does nothing else; no client user, the coordinator included, may
+publish to ``billing.dlx``, so nobody can plant a dead letter (the broker dead-letters with no
+permission of the user that rejected). The coordinator can do without it because a broker policy,
+not a queue argument, names the dead-letter exchange (``dead_letters = "policy"``): the policy must
+cover every queue that dead-letters. ``tests/e2e/test_dlq_as_deployed.py`` tries the same on the
+real broker."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -18,13 +21,12 @@ from tests.deploy.test_broker_permissions import (
     permitted,
     services,
 )
-from tests.deploy.tools import definitions
+from tests.deploy.tools import definitions, deploy_config
 
 OPERATOR = "reckon-operator"
-# Write on the dead-letter exchange: the broker's own dead-lettering needs none, declaring a queue
-# whose x-dead-letter-exchange it is does (only the coordinator declares those), and the admin is
+# Write on the dead-letter exchange: the broker's own dead-lettering needs none, and the admin is
 # the administrator.
-MAY_WRITE_DEAD_LETTERS = {"reckon-admin", "reckon-coordinator"}
+MAY_WRITE_DEAD_LETTERS = {"reckon-admin"}
 
 
 def queues() -> list[str]:
@@ -64,4 +66,16 @@ def test_the_operator_reads_the_dead_letters_and_does_nothing_else() -> None:
 )
 def test_nobody_else_may_publish_to_the_dead_letter_exchange(user: str) -> None:
     assert not permitted(user, "write", TOPOLOGY.dead_letter_exchange.name)
-    assert not permitted(user, "write", TOPOLOGY.dead_letters_queue.name)  # nor bind it elsewhere
+    if user != "reckon-coordinator":  # it binds the queue to billing.dlx (write on the queue)
+        assert not permitted(user, "write", TOPOLOGY.dead_letters_queue.name)  # nor bind it elsewhere
+
+
+def test_the_deployed_coordinator_names_no_dead_letter_exchange_and_the_policy_names_it_for_it() -> None:
+    assert deploy_config()["dead_letters"] == "policy"
+    [policy] = [entry for entry in definitions()["policies"] if entry["vhost"] == "reckon"]
+    assert policy["apply-to"] == "queues"
+    assert policy["definition"] == {"dead-letter-exchange": TOPOLOGY.dead_letter_exchange.name}
+    covered = [queue.name for queue in TOPOLOGY.dead_lettered_queues([*services(), "a-new-service"])]
+    assert [name for name in covered if not re.search(policy["pattern"], name)] == []
+    others = [TOPOLOGY.dead_letters_queue.name, SERVER_NAMED, CLIENT_NAMED, "payments.invoices-copy"]
+    assert [name for name in others if re.search(policy["pattern"], name)] == []

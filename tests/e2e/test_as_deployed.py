@@ -110,6 +110,7 @@ async def test_a_month_closes_with_every_role_as_its_own_process_and_broker_user
             deadline_seconds="60",
             relay="false",
             relay_poll_seconds="0.2",
+            dead_letters="policy",  # as deploy/base/config: definitions.json's policy names the DLX
         )
         async with AsyncExitStack() as running:
             coordinator = await running.enter_async_context(

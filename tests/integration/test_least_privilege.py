@@ -6,13 +6,14 @@ payment consumer, a worker and the coordinator each do their work with those and
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,8 +59,34 @@ def namespaced(pattern: str, namespace: str) -> str:
 
 
 @contextmanager
+def policies(amqp_url: str, topology: Topology) -> Iterator[None]:
+    """definitions.json's broker policies, for the test's namespace (the deployed coordinator,
+    ``dead_letters = "policy"``, relies on them for its queues' dead-letter exchange)."""
+    vhost = urlsplit(amqp_url).path.lstrip("/") or "/"
+    names = []
+    try:
+        for policy in definitions()["policies"]:
+            name = f"{policy['name']}-{topology.namespace}"
+            definition = {
+                key: f"{topology.namespace}.{value}" if key == "dead-letter-exchange" else value
+                for key, value in policy["definition"].items()
+            }
+            rabbitmqctl_sync(
+                "set_policy", "-p", vhost, "--apply-to", policy["apply-to"],
+                "--priority", str(policy["priority"]),
+                name, namespaced(policy["pattern"], topology.namespace), json.dumps(definition),
+            )  # fmt: skip
+            names.append(name)
+        yield
+    finally:
+        for name in names:
+            rabbitmqctl_sync("clear_policy", "-p", vhost, name)
+
+
+@contextmanager
 def role(amqp_url: str, topology: Topology, user: str) -> Iterator[tuple[str, str]]:
-    """A broker user with ``user``'s permissions from definitions.json; yields its name and URL."""
+    """A broker user with ``user``'s permissions from definitions.json; yields its name and URL.
+    The coordinator's comes with the broker's policies (its queues' dead-letter exchange)."""
     [granted] = [p for p in definitions()["permissions"] if p["user"] == user]
     name = f"{user}-test-{uuid.uuid4().hex[:6]}"
     parts = urlsplit(amqp_url)
@@ -71,7 +98,8 @@ def role(amqp_url: str, topology: Topology, user: str) -> Iterator[tuple[str, st
         ]
         rabbitmqctl_sync("set_permissions", "-p", vhost, name, *permissions)
         host = parts.netloc.rsplit("@", 1)[-1]
-        yield name, urlunsplit((parts.scheme, f"{name}:{PASSWORD}@{host}", parts.path, "", ""))
+        with policies(amqp_url, topology) if user == "reckon-coordinator" else nullcontext():
+            yield name, urlunsplit((parts.scheme, f"{name}:{PASSWORD}@{host}", parts.path, "", ""))
     finally:
         rabbitmqctl_sync("delete_user", name)
 
@@ -131,6 +159,7 @@ async def test_a_period_closes_with_the_coordinator_and_a_worker_as_their_own_us
                     ["compute"],
                     consume=False,
                     service_users={"compute": compute_user},
+                    dead_letters="policy",
                 ) as running,
                 serving_as(worker, topology, compute, coordinator_user=coordinator_user),
             ):
@@ -188,6 +217,7 @@ async def test_the_deployed_close_period_command_runs_as_the_scheduler_with_and_
                     topology,
                     ["compute"],
                     service_users={"compute": compute_user},
+                    dead_letters="policy",
                     scheduler_user=scheduler_user,
                 ) as running,
                 serving_as(worker, topology, compute, coordinator_user=coordinator_user),
@@ -227,6 +257,7 @@ async def test_only_the_schedulers_broker_user_may_close_a_period(
                     topology,
                     ["compute"],
                     service_users={"compute": compute_user},
+                    dead_letters="policy",
                     scheduler_user=scheduler_user,
                 ) as running,
                 serving_as(worker, topology, compute, coordinator_user=coordinator_user),
@@ -256,6 +287,26 @@ async def test_only_the_schedulers_broker_user_may_close_a_period(
             await worker.close()
 
     assert await dead_letter_count(connection, topology) == 1
+
+
+async def test_no_client_user_writes_to_the_dead_letter_exchange_and_queues_of_an_earlier_release_are_kept(
+    amqp_url: str, connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    """As deployed the broker's policy names the dead-letter exchange, so the coordinator needs no
+    write on it; the queues a release declared with ``x-dead-letter-exchange`` are kept as they are
+    (the broker refuses to change a queue in place, and these hold invoices)."""
+    async with connection.channel() as channel:
+        await declare_coordinator_topology(channel, topology)  # as the earlier release did
+    await declare_usage_queues(connection, topology, ["compute"])
+    with role(amqp_url, topology, "reckon-coordinator") as (_, coordinator_url):
+        async with coordinator(coordinator_url, topology, ["compute"], dead_letters="policy") as running:
+            assert running.app.consumer is not None  # started on the queues it found
+            async with running.app.connection.channel(publisher_confirms=True) as channel:
+                dlx = await channel.get_exchange(topology.dead_letter_exchange.name, ensure=False)
+                with pytest.raises(aiormq.exceptions.ChannelAccessRefused, match=r"billing\.dlx"):
+                    await dlx.publish(aio_pika.Message(b"{}", message_id="planted"), "anything", timeout=10)
+    assert await dead_letter_count(connection, topology) == 0
+    LEDGER.attack("the coordinator's user plants a dead letter", refused=1, accepted=0)
 
 
 async def test_a_worker_can_neither_touch_the_shared_topology_nor_take_another_services_requests(
@@ -318,6 +369,7 @@ async def test_a_configured_service_that_is_not_running_aborts_its_report_at_onc
                     consume=False,
                     deadline_seconds=60,
                     service_users={"compute": compute_user, "storage": "reckon-storage"},
+                    dead_letters="policy",
                 ) as running,
                 serving_as(worker, topology, compute, coordinator_user=coordinator_user),
             ):
