@@ -38,7 +38,9 @@ from accounting.dlq import queue as dlq_queue
 from accounting.dlq.settings import MAX_REPLAYS_LIMIT, ReplaySettings
 from accounting.runtime.settings import Settings
 from contracts import Topology
+from observability import logs
 from transport.connection import BrokerUnavailable, connect
+from transport.redact import url_secrets
 from transport.settings import problems
 
 DeadLetterIds = Annotated[list[str], typer.Argument(help="Dead-letter IDs, as `reckon dlq list` shows them.")]
@@ -77,9 +79,12 @@ def broker_command(settings: Settings, work: Callable[[AbstractConnection, Topol
 
 def replay_settings() -> ReplaySettings:
     try:
-        return ReplaySettings()
+        replay = ReplaySettings()
     except ValidationError as error:
         fail(f"environment RECKON_DLQ_*: {problems(error)}")
+    if replay.replay_url is not None:
+        logs.hide_secrets(*url_secrets(replay.replay_url))  # the publishing user's password too
+    return replay
 
 
 @dataclass(frozen=True)
