@@ -60,7 +60,7 @@ from contracts import (
     InvoiceIssued,
     Topology,
 )
-from payments.ledger import Document, Ledger, MemoryLedger, amount_owed, document_id
+from payments.ledger import Document, Ledger, MemoryLedger, add_money, amount_owed, document_id
 from transport.consumer import QueueConsumer
 from transport.queues import declare_exchange, declare_queue
 
@@ -221,7 +221,7 @@ class PaymentConsumer(QueueConsumer):
             else:
                 self.credit_notes[document.credit_note_id] = document
             owed = (document.account_id, document.currency)
-            self.balances[owed] = self.balances.get(owed, Decimal(0)) + amount_owed(document)
+            self.balances[owed] = add_money(self.balances.get(owed, Decimal(0)), amount_owed(document))
         else:
             self.duplicates += 1
             log.info("duplicate %s dropped: already handled", describe(document))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -41,6 +41,14 @@ Document = InvoiceIssued | CreditNoteIssued
 
 def document_id(document: Document) -> UUID:
     return document.invoice_id if isinstance(document, InvoiceIssued) else document.credit_note_id
+
+
+MONEY = Context(prec=120, traps=[Inexact, InvalidOperation, Overflow])
+"""Balances are summed exactly: an amount may have more digits than the default context's 28."""
+
+
+def add_money(a: Decimal, b: Decimal) -> Decimal:
+    return MONEY.add(a, b)
 
 
 def amount_owed(document: Document) -> Decimal:
@@ -188,7 +196,7 @@ class SqlLedger:
             ).all()
         owed: dict[str, Decimal] = {}
         for currency, amount in rows:
-            owed[currency] = owed.get(currency, Decimal(0)) + Decimal(amount)
+            owed[currency] = add_money(owed.get(currency, Decimal(0)), Decimal(amount))
         return owed
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ from operator import itemgetter
 from uuid import UUID
 
 from accounting.core.corrections import credit_note_for, empty_correction
+from accounting.core.exact import exact_sum
 from accounting.core.invoices import invoice_for, issued
 from accounting.core.normalizer import Converter
 from accounting.core.rate_card import RateCard
@@ -129,6 +130,6 @@ def price_window(
     return PricedWindow(
         invoices=priced,
         credit_notes=credit_notes,
-        total=sum((invoice.total for invoice in priced), Decimal(0)),
+        total=exact_sum(invoice.total for invoice in priced),
         records=len(rows),
     )

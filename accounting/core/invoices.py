@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
+from accounting.core.exact import exact_add, exact_sum
 from accounting.core.pricing import price_usage
 from accounting.core.rate_card import RateCard
 from accounting.core.usage import BillableUsage
@@ -54,7 +55,7 @@ def build_invoices(
             wrong_units[entry.item][entry.unit].add(entry.account_id)
             continue
         key = (entry.account_id, entry.item)
-        totals[key] = totals.get(key, Decimal(0)) + entry.quantity
+        totals[key] = exact_add(totals.get(key, Decimal(0)), entry.quantity)
         units[key] = entry.unit
 
     reasons = _unpriced_reasons(unpriced_users, wrong_units, card)
@@ -80,7 +81,7 @@ def build_invoices(
         for account in sorted(everyone)
     )
     invoices = tuple(invoice for invoice in priced if issued(invoice, card))
-    total = card.round_money(sum((invoice.total for invoice in invoices), Decimal(0)))
+    total = card.round_money(exact_sum(invoice.total for invoice in invoices))
     return InvoiceBatch(invoices=invoices, currency=card.currency, total=total)
 
 
@@ -109,8 +110,9 @@ def invoice_for(
     for entry in usage:
         lines.extend(price_usage(entry, entry.item, card.items[entry.item], card))
     lines.sort(key=lambda line: (line.item, line.tier or 0))
-    # Amounts are already rounded, so this sum is exact; round_money only gives "0.00" its places.
-    subtotal = card.round_money(sum((line.amount for line in lines), Decimal(0)))
+    # Summed exactly (the default context's 28 digits are fewer than an amount may have); amounts
+    # are already rounded, so round_money only gives "0.00" its places.
+    subtotal = card.round_money(exact_sum(line.amount for line in lines))
     return InvoiceIssued(
         invoice_id=invoice_id(account, period.period_id, revision),
         report_id=report_id,

@@ -25,6 +25,7 @@ import anyio.to_process
 import anyio.to_thread
 
 from accounting.core.billing import PricedWindow, UsageRow, converter_for, price_window
+from accounting.core.exact import exact_add
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.normalizer import Converter
 from accounting.core.rate_card import RateCard
@@ -148,7 +149,7 @@ class Pricer:
                 times.windows += 1
                 invoices += len(window.invoices)
                 credit_notes += len(window.credit_notes)
-                total += window.total
+                total = exact_add(total, window.total)
             if staging is not None:
                 await staging
             return invoices, credit_notes, total
