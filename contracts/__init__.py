@@ -1,6 +1,6 @@
 """Reckon's message contracts and queue topology. No I/O lives here."""
 
-from contracts.ids import credit_note_id, invoice_id, report_id
+from contracts.ids import credit_note_id, invoice_id, preview_invoice_id, preview_report_id, report_id
 from contracts.messages import (
     AbortCode,
     AbortReason,
@@ -69,6 +69,8 @@ __all__ = [
     "UtcDatetime",
     "credit_note_id",
     "invoice_id",
+    "preview_invoice_id",
+    "preview_report_id",
     "report_id",
     "seconds_between",
 ]

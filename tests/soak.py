@@ -31,8 +31,9 @@ FAULTS = ("none", "kill coordinator", "kill storage", "kill compute", "close coo
 
 
 def periods(count: int) -> list[Period]:
-    """``count`` distinct months from January 2001 on (one report each)."""
-    return [Period.month(f"{2001 + n // 12:04d}-{n % 12 + 1:02d}") for n in range(count)]
+    """``count`` distinct months from January 1901 on (one report each), all long over: the
+    billing calendar refuses a month that has not ended."""
+    return [Period.month(f"{1901 + n // 12:04d}-{n % 12 + 1:02d}") for n in range(count)]
 
 
 async def inject(running: Platform, fault: str, namespace: str) -> None:

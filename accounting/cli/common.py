@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
+from accounting.core.calendar import BillingCalendar, NotAPeriod
 from accounting.core.rate_card import RateCard
 from accounting.dlq import queue as dlq_queue
 from accounting.runtime.app import StoreUnavailable, open_store
@@ -75,12 +77,22 @@ def card_file(path: Path) -> RateCard:
         fail(str(error))
 
 
-def month(value: str, param_hint: str = "PERIOD") -> Period:
-    """The calendar month ``YYYY-MM``; anything else is a usage error naming the parameter."""
+def calendar_period(calendar: BillingCalendar, value: str, param_hint: str = "PERIOD") -> Period:
+    """The billing calendar's period named ``value``; anything else is a usage error naming it."""
     try:
-        return Period.month(value)
-    except ValueError as error:
+        return calendar.period(value)
+    except NotAPeriod as error:
         raise typer.BadParameter(str(error), param_hint=param_hint) from None
+
+
+def closable_period(calendar: BillingCalendar, value: str | None, now: datetime) -> Period:
+    """The period named ``value`` (the previous one when None), refused in one line when it may
+    not be closed yet: the coordinator would refuse it too, and store the refusal."""
+    period = calendar.previous(now) if value is None else calendar_period(calendar, value)
+    refusal = calendar.refusal(period, now)
+    if refusal is not None:
+        fail(refusal)
+    return period
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -10,6 +10,7 @@ import typer
 from accounting.cli.common import (
     ConfigOption,
     JsonOption,
+    calendar_period,
     card_from,
     configure_logging,
     console,
@@ -22,7 +23,6 @@ from accounting.cli.tables import invoice_lines_table, invoices_table, reasons_t
 from accounting.core.gather import Gather
 from accounting.core.report import Aborted
 from accounting.runtime.preview import NoPreviewStore, Preview, preview_store_url, run_preview
-from contracts import Period
 from transport.redact import redact_url
 
 
@@ -41,8 +41,8 @@ def preview(
     configure_logging(verbose=False)
     settings = settings_from(config)
     card = card_from(settings)
+    billing_period = calendar_period(settings.billing_calendar(), period)  # open or not
     try:
-        billing_period = Period.month(period)
         settings.require_services()
         where = redact_url(preview_store_url(settings))
     except (ValueError, NoPreviewStore) as error:

@@ -28,11 +28,11 @@ from accounting.cli.common import (
     JsonOption,
     card_file,
     card_from,
+    closable_period,
     configure_logging,
     console,
     errors,
     fail,
-    month,
     print_json,
     run,
     settings_from,
@@ -43,6 +43,7 @@ from accounting.cli.tables import (
     invoices_table,
     outbox_table,
     reasons_table,
+    refusals_table,
     report_detail_tables,
     report_table,
     reports_list_table,
@@ -69,28 +70,25 @@ app = typer.Typer(
 cli_processes.register(app)
 
 
-def previous_month(now: datetime) -> str:
-    """The calendar month before ``now``'s, in UTC, as YYYY-MM."""
-    now = now.astimezone(UTC)
-    year, month_number = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
-    return f"{year:04d}-{month_number:02d}"
-
-
 @app.command("close-period")
 def close_period_command(
     period: Annotated[str | None, typer.Argument(help="The billing month, YYYY-MM.")] = None,
     last_month: Annotated[
-        bool, typer.Option("--last-month", help="The calendar month before this one (UTC), for a CronJob.")
+        bool,
+        typer.Option("--last-month", help="The month before this one in the calendar time zone (a CronJob)."),
     ] = False,
     config: ConfigOption = None,
     requested_by: Annotated[str, typer.Option(help="Who asks, recorded on the event.")] = "operator",
     wait: Annotated[bool, typer.Option(help="Wait for the report and print its outcome.")] = False,
 ) -> None:
-    """Act as the scheduler: publish PeriodClosed for PERIOD, or for last month with --last-month."""
+    """Act as the scheduler: publish PeriodClosed for PERIOD, or for last month with --last-month.
+
+    The bounds come from the billing calendar (``calendar_time_zone``); a period that has not
+    ended, settling delay included, is refused here and by the coordinator."""
     if (period is None) == (not last_month):
         fail("name the period to close: PERIOD (YYYY-MM) or --last-month, not both")
-    billing_period = month(period or previous_month(datetime.now(UTC)))
     settings = settings_from(config)
+    billing_period = closable_period(settings.billing_calendar(), period, datetime.now(UTC))
     topology = Topology(settings.namespace)
 
     async def main() -> dict[str, Any] | None:
@@ -157,11 +155,11 @@ def demo(
     from accounting.cli.demo import demo_namespace, run_demo
 
     configure_logging(verbose=False)
-    billing_period = month(period or previous_month(datetime.now(UTC)))
     overrides: dict[str, Any] = {"namespace": demo_namespace(), "shutdown_grace_seconds": 0}
     if config is None and not os.environ.get("RECKON_SERVICES"):
         overrides["services"] = ("compute", "storage")
     settings = settings_from(config, **overrides)
+    billing_period = closable_period(settings.billing_calendar(), period, datetime.now(UTC))
     card = card_from(settings)
     console.print(
         f"[bold]Reckon demo[/]: period {billing_period.period_id}, broker {redact_url(settings.amqp_url)}"
@@ -204,6 +202,31 @@ def reports_list(
         print_json(summaries)
     else:
         console.print(reports_list_table(summaries))
+
+
+@reports_app.command("refused")
+def reports_refused(
+    period: Annotated[str | None, typer.Option(help="Only this period.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """PeriodClosed events the billing calendar refused (newest first): no report was made."""
+    refusals = store_command(config, lambda store: store.refusals(period))
+    rows = [
+        {
+            "period": refusal.period.period_id,
+            "start": refusal.period.start.isoformat(),
+            "end": refusal.period.end.isoformat(),
+            "requested_by": refusal.requested_by,
+            "refused_at": refusal.refused_at.isoformat(),
+            "reason": refusal.reason,
+        }
+        for refusal in refusals
+    ]
+    if as_json:
+        print_json(rows)
+    else:
+        console.print(refusals_table(rows))
 
 
 @reports_app.command("show")

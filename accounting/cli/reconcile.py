@@ -20,6 +20,8 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
 import typer
@@ -27,11 +29,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from accounting.cli.common import ConfigOption, JsonOption, console, errors, fail, store_command
-from accounting.core.exact import fraction_text
+from accounting.core.exact import exact_add, fraction_text
 from accounting.core.reconcile import AccountTrace
 from accounting.core.reconcile_export import CSV_COLUMNS, account_json, csv_rows, total_csv_rows, totals_json
 from accounting.core.reconcile_totals import Totals, TotalsBuilder
-from accounting.service.queries import card_digest
+from accounting.service.audit import (
+    AccountAudit,
+    ReplyCheck,
+    audit_documents,
+    check_replies,
+)
+from accounting.service.queries import card_fingerprint
 from accounting.service.reconcile import CannotReconcile, Target, account_traces, find_target
 from accounting.store.repository import ReportStore
 
@@ -88,8 +96,15 @@ def reports_reconcile(
         async for trace in _chain(first, traces):
             builder.add(trace)
             output.account(trace)
+        ledger = LedgerSummary()
+        async for audit in audit_documents(store, target, account=account):
+            ledger.add(audit)
+            builder.note(audit.problems)
+            output.ledger(audit)
+        if account is None:
+            builder.note([problem async for problem in check_replies(store, target, ledger.replies)])
         totals = builder.finish(None if account is not None else target.report_total)
-        output.end(totals)
+        output.end(totals, ledger)
         return totals
 
     result = store_command(config, work)
@@ -128,15 +143,47 @@ def _report(target: Target, account: str | None) -> dict[str, Any]:
         "status": record.status.value,
         "currency": target.card.currency,
         "total": str(target.report_total),
-        "rate_card_sha256": None if record.rate_card is None else card_digest(record.rate_card),
+        "rate_card_fingerprint": None if record.rate_card is None else card_fingerprint(record.rate_card),
         "account": account,
     }
+
+
+@dataclass
+class LedgerSummary:
+    """What the audit saw: accounts with documents, their money per currency, the raw replies."""
+
+    accounts: int = 0
+    invoiced: dict[str, Decimal] = field(default_factory=dict)
+    credited: dict[str, Decimal] = field(default_factory=dict)
+    replies: ReplyCheck = field(default_factory=ReplyCheck)
+
+    def add(self, audit: AccountAudit) -> None:
+        self.accounts += 1
+        for balance in audit.balances:
+            currency = balance.currency
+            self.invoiced[currency] = exact_add(self.invoiced.get(currency, Decimal(0)), balance.invoiced)
+            self.credited[currency] = exact_add(self.credited.get(currency, Decimal(0)), balance.credited)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "accounts": self.accounts,
+            "currencies": {
+                currency: {
+                    "invoiced": str(invoiced),
+                    "credited": str(self.credited.get(currency, Decimal(0))),
+                    "owed": str(invoiced - self.credited.get(currency, Decimal(0))),
+                }
+                for currency, invoiced in sorted(self.invoiced.items())
+            },
+            "raw_replies": {"checked": self.replies.checked, "unverifiable": self.replies.unverifiable},
+        }
 
 
 class _Output(Protocol):
     def begin(self, target: Target, account: str | None) -> None: ...
     def account(self, trace: AccountTrace) -> None: ...
-    def end(self, totals: Totals) -> None: ...
+    def ledger(self, audit: AccountAudit) -> None: ...
+    def end(self, totals: Totals, ledger: LedgerSummary) -> None: ...
 
 
 class _JsonOutput:
@@ -144,6 +191,7 @@ class _JsonOutput:
 
     def __init__(self) -> None:
         self._first = True
+        self._ledger_first = True
 
     def begin(self, target: Target, account: str | None) -> None:
         typer.echo(f'{{"report": {json.dumps(_report(target, account))},\n"accounts": [', nl=False)
@@ -153,8 +201,18 @@ class _JsonOutput:
         self._first = False
         typer.echo(separator + json.dumps(account_json(trace), default=str), nl=False)
 
-    def end(self, totals: Totals) -> None:
-        typer.echo(f'\n],\n"totals": {json.dumps(totals_json(totals), indent=2, default=str)}}}')
+    def ledger(self, audit: AccountAudit) -> None:
+        separator = '\n],\n"ledger": [\n' if self._ledger_first else ",\n"
+        self._ledger_first = False
+        for balance in audit.balances:
+            typer.echo(separator + json.dumps(balance.as_json()), nl=False)
+            separator = ",\n"
+
+    def end(self, totals: Totals, ledger: LedgerSummary) -> None:
+        if self._ledger_first:
+            typer.echo('\n],\n"ledger": [', nl=False)
+        typer.echo(f'\n],\n"audit": {json.dumps(ledger.as_json())}', nl=False)
+        typer.echo(f',\n"totals": {json.dumps(totals_json(totals), indent=2, default=str)}}}')
 
 
 class _CsvOutput:
@@ -177,7 +235,10 @@ class _CsvOutput:
         self._writer.writerows(csv_rows(trace))
         self._flush()
 
-    def end(self, totals: Totals) -> None:
+    def ledger(self, audit: AccountAudit) -> None:
+        """The balances are in --json; a problem the audit finds still fails the command."""
+
+    def end(self, totals: Totals, ledger: LedgerSummary) -> None:
         self._writer.writerows(total_csv_rows(totals))
         self._flush()
 
@@ -192,7 +253,7 @@ class _TableOutput:
 
     def begin(self, target: Target, account: str | None) -> None:
         record = target.record
-        digest = "" if record.rate_card is None else f", rate card {card_digest(record.rate_card)}"
+        digest = "" if record.rate_card is None else f", rate card {card_fingerprint(record.rate_card)}"
         self._title = f"{record.period.period_id} rev {record.revision} ({target.card.currency}{digest})"
 
     def account(self, trace: AccountTrace) -> None:
@@ -203,7 +264,10 @@ class _TableOutput:
             return
         self._detail.append(trace)
 
-    def end(self, totals: Totals) -> None:
+    def ledger(self, audit: AccountAudit) -> None:
+        """Summed in ``LedgerSummary``; shown at the end."""
+
+    def end(self, totals: Totals, ledger: LedgerSummary) -> None:
         if self._detail is not None:
             console.print(_lines_table(self._detail, f"Trace of {self._title}"))
         else:
@@ -212,6 +276,18 @@ class _TableOutput:
                 "or for one account with --account ACCOUNT"
             )
         console.print(_totals_table(totals, f"Totals of {self._title}"))
+        for currency, invoiced in sorted(ledger.invoiced.items()):
+            credited = ledger.credited.get(currency, Decimal(0))
+            owed = invoiced - credited
+            console.print(
+                f"documents of {ledger.accounts} account(s), every issued revision: invoiced "
+                f"{invoiced} {currency}, credited {credited} {currency}, owed {owed} {currency}"
+            )
+        replies = ledger.replies
+        console.print(
+            f"raw replies: {replies.checked} checked against their stored digests"
+            + (f", {replies.unverifiable} stored before digests were kept" if replies.unverifiable else "")
+        )
 
 
 def _mark(value: str, ok: bool) -> str:

@@ -110,9 +110,20 @@ def reports_list_table(reports: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
+def refusals_table(refusals: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="PeriodClosed refused by the billing calendar")
+    for column in ("period", "requested by", "refused at", "reason"):
+        table.add_column(column, overflow="fold")
+    for refusal in refusals:
+        table.add_row(
+            refusal["period"], refusal["requested_by"], refusal["refused_at"][:19], refusal["reason"]
+        )
+    return table
+
+
 def report_detail_tables(detail: dict[str, Any]) -> list[Table]:
     total = f"{detail['total']} {detail['currency']}" if detail["total"] is not None else "—"
-    card = f", rate card {detail['rate_card_sha256']}" if detail["rate_card_sha256"] else ""
+    card = f", rate card {detail['rate_card_fingerprint']}" if detail["rate_card_fingerprint"] else ""
     title = (
         f"Report {detail['period']} rev {detail['revision']}: {detail['status'].upper()} "
         f"({detail['records']} records, {detail['invoices']} invoices, total {total}{card})"

@@ -93,6 +93,7 @@ def price_window(
             card=card,
             supersedes=None if account not in superseded else superseded[account].invoice_id,
             fingerprint=fingerprint,
+            issued_id=key.invoice_id(account),
         )
     for account, old in superseded.items():
         if account not in invoices:

@@ -101,8 +101,10 @@ def invoice_for(
     card: RateCard,
     supersedes: UUID | None = None,
     fingerprint: str | None = None,
+    issued_id: UUID | None = None,
 ) -> InvoiceIssued:
     """One account's invoice: a line per priced tier of each item, sorted by item and tier.
+    ``issued_id`` is its id when not the revision's usual one (a preview's).
 
     Every usage must be of an item on the card, in the card's unit (``build_invoices`` checks).
     """
@@ -114,7 +116,7 @@ def invoice_for(
     # are already rounded, so round_money only gives "0.00" its places.
     subtotal = card.round_money(exact_sum(line.amount for line in lines))
     return InvoiceIssued(
-        invoice_id=invoice_id(account, period.period_id, revision),
+        invoice_id=issued_id or invoice_id(account, period.period_id, revision),
         report_id=report_id,
         revision=revision,
         account_id=account,

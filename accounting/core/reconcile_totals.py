@@ -91,9 +91,10 @@ class TotalsBuilder:
             for source in item.sources:
                 key = (source.service, source.unit)
                 entry.raw[key] = exact_add(entry.raw.get(key, Decimal(0)), source.raw_quantity)
-        self._note(account.problems)
+        self.note(account.problems)
 
-    def _note(self, problems: Iterable[Problem]) -> None:
+    def note(self, problems: Iterable[Problem]) -> None:
+        """Problems found beside the traces (the audit of the documents and raw replies)."""
         for problem in problems:
             self._problem_count += 1
             if len(self._problems) < self._max_problems:

@@ -8,7 +8,14 @@ from decimal import Decimal
 from uuid import UUID
 
 from accounting.core.rate_card import RateCard
-from contracts import AbortReason, Period, ReportAborted, ReportCompleted
+from contracts import (
+    AbortReason,
+    Period,
+    ReportAborted,
+    ReportCompleted,
+    invoice_id,
+    preview_invoice_id,
+)
 
 
 @dataclass(frozen=True)
@@ -16,6 +23,12 @@ class ReportKey:
     report_id: UUID
     revision: int
     period: Period
+    preview: bool = False
+    """A preview's: its invoices get ids no issued invoice can have."""
+
+    def invoice_id(self, account_id: str) -> UUID:
+        ids = preview_invoice_id if self.preview else invoice_id
+        return ids(account_id, self.period.period_id, self.revision)
 
 
 @dataclass(frozen=True)

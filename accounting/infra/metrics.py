@@ -42,8 +42,9 @@ REPLIES_REJECTED = Counter(
 )
 PERIODS_REFUSED = Counter(
     "reckon_period_closed_refused",
-    "PeriodClosed events refused and dead-lettered, by reason: invalid (not a PeriodClosed) or "
-    "sender (not from the scheduler's broker user)",
+    "PeriodClosed events refused and dead-lettered, by reason: invalid (not a PeriodClosed), "
+    "sender (not from the scheduler's broker user) or calendar (a period not ended, or bounds "
+    "that are not the billing calendar's)",
     ["reason"],
 )
 INVOICES_PUBLISHED = Counter(

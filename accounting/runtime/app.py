@@ -209,6 +209,7 @@ async def start_coordinator(
     clock: Clock = utc_now,
     on_progress: ProgressCallback | None = None,
     on_report: Callable[[ReportRun], None] | None = None,
+    previews: bool = False,
 ) -> CoordinatorApp:
     """Open the store, connect, declare the topology, start the relay and (with ``consume``) take
     PeriodClosed events."""
@@ -265,6 +266,8 @@ async def start_coordinator(
             on_progress=on_progress,
             on_report=on_report,
             on_stored=relay.wake,
+            calendar=settings.billing_calendar(),
+            previews=previews,
         )
         app = CoordinatorApp(settings, connection, store, coordinator, publisher, gatherer, relay)
         if background:

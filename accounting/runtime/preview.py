@@ -3,7 +3,9 @@
 A preview is built by the very code that builds a report (gather from every configured service,
 store the replies, normalize and price from the store) in a store of previews of its own
 (``preview_store_url``), so it never counts as one of the period's revisions. It is never
-published: no relay runs on the preview store, and its invoices stay there for inspection.
+published: no relay runs on the preview store, and its invoices stay there for inspection. Its
+report and invoice ids are a preview's own (``preview_report_id``, ``preview_invoice_id``): a
+preview's invoice can never share its id with an issued one, whatever revision either has.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from accounting.infra.clock import utc_now
 from accounting.runtime.app import start_coordinator
 from accounting.runtime.settings import Settings
 from accounting.service.coordinator import ReportRun
-from contracts import InvoiceIssued, Period, report_id
+from contracts import InvoiceIssued, Period, preview_report_id
 
 
 class NoPreviewStore(ValueError):
@@ -67,6 +69,7 @@ async def run_preview(
         consume=False,
         background=False,
         on_progress=on_progress,
+        previews=True,
     )
     try:
         coordinator, store = instance.coordinator, instance.store
@@ -74,7 +77,7 @@ async def run_preview(
         revision = 1 if latest is None else latest.revision + 1
         now = utc_now()
         record = await store.create_report(
-            report_id=report_id(period.period_id, revision),
+            report_id=preview_report_id(period.period_id, revision),
             period=period,
             revision=revision,
             services=coordinator.services,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import (
@@ -12,6 +13,7 @@ from pydantic_settings import (
 )
 
 from accounting.amqp.topology import DeadLetters
+from accounting.core.calendar import BillingCalendar, time_zone
 from accounting.core.rate_card import RateCard
 from accounting.runtime.config_checks import (
     parse_service_users,
@@ -57,6 +59,14 @@ class Settings(BrokerClientSettings):
     """The broker user a ``PeriodClosed`` must come from (its ``user_id``, verified by the broker);
     any other is refused and dead-lettered. None: any user (one user for everything, in
     development; logged at start)."""
+    calendar: Literal["monthly"] = "monthly"
+    """The billing calendar: which periods exist (calendar months: ``YYYY-MM``)."""
+    calendar_time_zone: str = "UTC"
+    """The IANA time zone the calendar's months are in (``Europe/Paris``: a month starts at local
+    midnight). Changing it changes every later period's bounds: set it before the first close."""
+    settle_seconds: float = Field(default=600.0, ge=0, le=31 * 86_400)
+    """How long after a period ends it may be closed, so usage recorded late inside the
+    sub-services is in (the CronJob runs at 00:30 on the 1st: keep this below 30 minutes)."""
     dead_letters: DeadLetters = "arguments"
     """How the coordinator's queues get their dead-letter exchange: ``"arguments"`` (declared with
     ``x-dead-letter-exchange``, which needs write on ``billing.dlx``: one user for everything, in
@@ -116,6 +126,15 @@ class Settings(BrokerClientSettings):
     """Most attributes on one usage record."""
     max_attribute_length: int = Field(default=256, ge=1, le=65_536)
     """Longest attribute key or value on a usage record, in characters."""
+
+    @field_validator("calendar_time_zone")
+    @classmethod
+    def _valid_time_zone(cls, value: str) -> str:
+        time_zone(value)
+        return value
+
+    def billing_calendar(self) -> BillingCalendar:
+        return BillingCalendar(time_zone(self.calendar_time_zone), timedelta(seconds=self.settle_seconds))
 
     @field_validator("services", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ import aio_pika
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from accounting.amqp.gatherer import ProgressCallback, UsageGatherer
+from accounting.core.calendar import UTC_MONTHS, BillingCalendar
 from accounting.core.gather import Gather
 from accounting.core.gather_answers import ServiceOutcome, ServiceState
 from accounting.core.lifecycle import ReportHistory, ReportStatus
@@ -35,6 +36,7 @@ from accounting.store.repository import (
     ACTIVE,
     NOT_ASKED,
     LeaseLost,
+    PeriodRefusal,
     ReportExists,
     ReportRecord,
     ReportStore,
@@ -74,6 +76,10 @@ class ReportRun:
         return {service: reply for service, reply in self.replies.items() if reply.carried_from is not None}
 
 
+class PeriodRefused(Exception):
+    """The billing calendar refused a PeriodClosed (the reason is stored and in the message)."""
+
+
 class Coordinator:
     """Builds reports: PENDING → GATHERING → NORMALIZING → PRICING → PUBLISHING (→ COMPLETED by
     the relay) or ABORTED, every transition stored with its reason and logged with the report id.
@@ -96,8 +102,14 @@ class Coordinator:
         on_progress: ProgressCallback | None = None,
         on_report: Callable[[ReportRun], None] | None = None,
         on_stored: Callable[[], None] | None = None,
+        calendar: BillingCalendar = UTC_MONTHS,
+        previews: bool = False,
     ) -> None:
         self.services = tuple(services)
+        self.calendar = calendar
+        """Which periods exist and when each may be closed."""
+        self.previews = previews
+        """Builds previews (in the preview store): their invoices get ids no issued one has."""
         self.deadline = deadline
         self.card = card
         self.store = store
@@ -115,8 +127,17 @@ class Coordinator:
         """Reports this instance is building, by report id (for a graceful shutdown)."""
 
     async def accept(self, event: PeriodClosed) -> ReportRecord | None:
-        """Commit revision 1 of the period's report; None when the period already has a report."""
+        """Commit revision 1 of the period's report; None when the period already has a report.
+
+        ``PeriodRefused`` (and the refusal stored) when the billing calendar refuses the period:
+        it has not ended, or its bounds are not the calendar's for its id. No report is made, so
+        the real close of that period is never blocked."""
         period = event.period
+        refusal = self.calendar.refusal(period, self._clock())
+        if refusal is not None:
+            await self.store.record_refusal(PeriodRefusal(period, event.requested_by, refusal, self._clock()))
+            log.error("PeriodClosed from %s refused: %s", event.requested_by, refusal)
+            raise PeriodRefused(refusal)
         try:
             return await self.store.create_report(
                 report_id=report_id(period.period_id, 1),
@@ -181,7 +202,7 @@ class Coordinator:
         return run
 
     async def _build_report(self, record: ReportRecord) -> ReportRun:
-        key = ReportKey(record.report_id, record.revision, record.period)
+        key = ReportKey(record.report_id, record.revision, record.period, preview=self.previews)
         try:
             async with LeaseKeeper(self.store, key.report_id, self.owner, self.lease, self._clock) as lease:
                 if record.build_attempts >= self.max_build_attempts:

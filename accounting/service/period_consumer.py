@@ -10,7 +10,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from accounting.amqp.topology import DeadLetters, open_coordinator_queue
 from accounting.infra import metrics
-from accounting.service.coordinator import Coordinator, transient
+from accounting.service.coordinator import Coordinator, PeriodRefused, transient
 from accounting.store.repository import ReportRecord
 from contracts import PeriodClosed, Topology
 from observability import tracing
@@ -92,6 +92,9 @@ class PeriodConsumer(QueueConsumer):
             event = event.model_copy(update={"requested_by": verified_requester(message.user_id, event)})
         try:
             record = await self._accept(event)
+        except PeriodRefused as refused:
+            await self._refuse(message, "calendar", f"a PeriodClosed the billing calendar refuses: {refused}")
+            return
         except Exception:
             log.exception("period %s: could not store its report; the event is requeued", event.period_id)
             await message.nack(requeue=True)

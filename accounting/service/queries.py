@@ -5,11 +5,12 @@ Plain JSON-ready dictionaries, rendered as Rich tables by the CLI or printed wit
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from accounting.core.rate_card import RateCard
 from accounting.store.repository import OutboxStatus, ReportRecord, ReportStore
 
 
@@ -24,7 +25,7 @@ def report_summary(record: ReportRecord) -> dict[str, Any]:
         "services": list(record.services),
         "requested": list(record.requested),
         "supersedes": None if record.supersedes is None else str(record.supersedes),
-        "rate_card_sha256": None if record.rate_card is None else card_digest(record.rate_card),
+        "rate_card_fingerprint": None if record.rate_card is None else card_fingerprint(record.rate_card),
         "created_at": record.created_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
     }
@@ -58,9 +59,15 @@ async def report_detail(store: ReportStore, record: ReportRecord) -> dict[str, A
     }
 
 
-def card_digest(card: dict[str, Any]) -> str:
-    """A short fingerprint of the rate card a revision was priced with, to compare revisions."""
-    return hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest()[:16]
+def card_fingerprint(stored: dict[str, Any] | None) -> str:
+    """The fingerprint invoices carry (``sha256:`` and hex) of a revision's stored card: one
+    format for invoices, ``reports show`` and ``reports reconcile``."""
+    if stored is None:
+        return "(none stored)"
+    try:
+        return RateCard.model_validate(stored).fingerprint
+    except ValidationError:
+        return "(unreadable)"
 
 
 async def find_report(store: ReportStore, period_id: str, revision: int | None) -> ReportRecord | None:

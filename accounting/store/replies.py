@@ -6,6 +6,7 @@ the records back.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -50,6 +51,11 @@ class StoredReply:
     reason: str | None
     records: int
     carried_from: UUID | None = None
+
+
+def body_digest(body: str) -> str:
+    """The digest a raw reply is stored with, and checked against by ``reports reconcile``."""
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -266,6 +272,7 @@ async def _insert_chunks(
                 "records": len(chunk.records),
                 "accepted": chunk.accepted,
                 "body": chunk.body,
+                "sha256": body_digest(chunk.body),
                 "received_at": at,
             }
             for chunk in chunks

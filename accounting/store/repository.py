@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from accounting.store.audit import AuditRepository, StoredChunk
 from accounting.store.engine import DEFAULT_BUSY_TIMEOUT, LeaseLost, create_engine
 from accounting.store.invoices import InvoicesRepository, StagedCreditNote, StagedInvoice
 from accounting.store.migrate import upgrade
 from accounting.store.outbox import OutboxCounts, OutboxRepository, OutboxRow, OutboxStatus
+from accounting.store.refusals import PeriodRefusal, RefusalsRepository
 from accounting.store.replies import (
     NOT_ASKED,
     WAITING,
@@ -36,6 +38,7 @@ __all__ = [
     "OutboxCounts",
     "OutboxRow",
     "OutboxStatus",
+    "PeriodRefusal",
     "RecordRow",
     "RejectedChunk",
     "ReportExists",
@@ -43,6 +46,7 @@ __all__ = [
     "ReportStore",
     "StagedCreditNote",
     "StagedInvoice",
+    "StoredChunk",
     "StoredReply",
     "UsageRow",
     "create_engine",
@@ -50,7 +54,13 @@ __all__ = [
 
 
 class ReportStore(
-    ReportsRepository, RepliesRepository, UsageRepository, InvoicesRepository, OutboxRepository
+    ReportsRepository,
+    RepliesRepository,
+    UsageRepository,
+    InvoicesRepository,
+    OutboxRepository,
+    RefusalsRepository,
+    AuditRepository,
 ):
     """Async access to the store (SQLite by default, PostgreSQL by URL)."""
 

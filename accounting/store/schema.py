@@ -131,6 +131,7 @@ reply_chunks = Table(
     Column("records", Integer, nullable=False),
     Column("accepted", Boolean, nullable=False),
     Column("body", Text, nullable=False),
+    Column("sha256", String(71), nullable=True),  # "sha256:<hex>" of body when stored (None: before 0005)
     Column("received_at", UtcDateTime, nullable=False),
     Index("ix_reply_chunks_gather_service", "gather_id", "service"),
 )
@@ -188,6 +189,19 @@ credit_notes = Table(
     Column("body", Text, nullable=False),
 )
 """What a forced replay cancels: one row per superseded invoice, sent before its correction."""
+
+period_refusals = Table(
+    "period_refusals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("period_id", String(64), nullable=False, index=True),
+    Column("period_start", UtcDateTime(), nullable=False),
+    Column("period_end", UtcDateTime(), nullable=False),
+    Column("requested_by", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("refused_at", UtcDateTime(), nullable=False),
+)
+"""A PeriodClosed the billing calendar refused (not a report: it never blocks the real close)."""
 
 outbox = Table(
     "outbox",

@@ -18,7 +18,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from accounting.amqp.topology import declare_coordinator_topology
-from accounting.cli.reckon import previous_month
+from accounting.core.calendar import UTC_MONTHS
 from accounting.dlq.queue import list_dead_letters
 from contracts import CONTENT_TYPE, ROUTING_INVOICE_ISSUED, ROUTING_PERIOD_CLOSED, InvoiceIssued, Topology
 from tests.integration.support import eventually, listening
@@ -218,7 +218,7 @@ async def test_close_period_last_month_publishes_the_previous_calendar_month(
 ) -> None:
     async with connection.channel() as channel:
         await declare_coordinator_topology(channel, topology)
-    expected = previous_month(datetime.now(UTC))
+    expected = UTC_MONTHS.previous(datetime.now(UTC)).period_id
 
     async with listening(connection, topology.periods.name, ROUTING_PERIOD_CLOSED) as events:
         result = await reckon(

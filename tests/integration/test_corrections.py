@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from pypdf import PdfReader
+from sqlalchemy import delete, update
 
 from accounting.amqp.topology import declare_coordinator_topology
 from accounting.core.lifecycle import ReportStatus
@@ -25,6 +26,8 @@ from accounting.documents.view import InvoiceDocument, render_html, render_pdf
 from accounting.runtime.preview import run_preview
 from accounting.runtime.settings import Settings
 from accounting.service.replay import replay
+from accounting.store import schema
+from accounting.store.repository import ReportStore
 from contracts import InvoiceIssued, Period, Topology, UsageRecord, credit_note_id, invoice_id
 from payments.consumer import PaymentConsumer
 from payments.ledger import SqlLedger, record_payment
@@ -156,6 +159,85 @@ async def test_a_correction_is_a_credit_note_then_the_corrected_invoice_and_the_
     assert str(credit_note_id("acct-1", "2026-10", 2)) in render_html(cancelled)
 
 
+async def test_reconcile_traces_the_credit_notes_and_its_balances_are_what_the_payment_ledger_holds(
+    amqp_url: str, connection: AbstractRobustConnection, topology: Topology, store_url: str, tmp_path: Path
+) -> None:
+    """Reconcile reads only the accounting store; the payment consumer's ledger, kept from the
+    messages alone, holds the same balance for every account. Then a credit note is tampered
+    with (its total, then its very existence) and reconcile exits 1 naming it."""
+    compute = StaticService("compute", [vcpu_hours("acct-1", 1000), vcpu_hours("acct-2", 10)])
+    ledger = await SqlLedger.open(tmp_path / "payments.sqlite3")
+    await declared(connection, topology)
+    async with (
+        serving(connection, topology, compute),
+        coordinator(amqp_url, topology, ["compute"], consume=False, store_url=store_url) as running,
+    ):
+        payments = await PaymentConsumer.start(
+            connection, topology, ledger=ledger, in_transaction=record_payment
+        )
+        try:
+            await issue_first_revision(running)
+            compute.records = [vcpu_hours("acct-1", 900), vcpu_hours("acct-3", 5)]
+            run = await replay(running.app.coordinator, "2026-10", force=True)
+            await running.wait_until(run, ReportStatus.COMPLETED)
+            await eventually(
+                lambda: len(payments.credit_notes) == 2 and len(payments.invoices) == 5, timeout=15
+            )
+        finally:
+            await payments.stop()
+    held = {account: await ledger.balance(account) for account in ("acct-1", "acct-2", "acct-3")}
+    await ledger.close()
+
+    code, out, err = await reconcile_command(store_url, "2026-10", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    ledger_of = document["ledger"]
+    traced = {entry["account_id"]: {entry["currency"]: Decimal(entry["owed"])} for entry in ledger_of}
+    assert (
+        traced
+        == held
+        == {
+            "acct-1": {"EUR": Decimal("28.80")},
+            "acct-2": {"EUR": Decimal("0.00")},
+            "acct-3": {"EUR": Decimal("0.16")},
+        }
+    )
+    [first_credit] = [entry for entry in document["ledger"] if entry["account_id"] == "acct-1"]
+    assert (first_credit["invoiced"], first_credit["credited"]) == ("60.80", "32.00")
+
+    notes = schema.credit_notes
+    await tamper(store_url, update(notes).where(notes.c.account_id == "acct-1").values(total="0.01"))
+    code, _, err = await reconcile_command(store_url, "2026-10")
+    assert code == 1
+    assert "total of the row differs from the body" in " ".join(err.split())
+    await tamper(store_url, delete(notes).where(notes.c.account_id == "acct-1"))
+    code, _, err = await reconcile_command(store_url, "2026-10")
+    assert code == 1
+    assert "(superseded) has 0 credit note(s), not 1" in " ".join(err.split())
+
+
+async def tamper(store_url: str, statement: Any) -> None:
+    store = await ReportStore.open(store_url)
+    try:
+        async with store.engine.begin() as transaction:
+            await transaction.execute(statement)
+    finally:
+        await store.close()
+
+
+async def reconcile_command(store_url: str, *arguments: str) -> tuple[int, str, str]:
+    """``reckon reports reconcile …`` as an operator runs it, in a process of its own."""
+    environment = {**os.environ, "RECKON_STORE_URL": store_url, "COLUMNS": "240"}
+    environment.pop("RECKON_CONFIG", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "accounting.cli", "reports", "reconcile", *arguments,
+        env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 async def test_a_replay_prices_with_the_card_of_the_revision_it_replaces_and_reproduces_its_invoices(
     amqp_url: str, connection: AbstractRobustConnection, topology: Topology, store_url: str
 ) -> None:
@@ -216,9 +298,14 @@ async def test_the_real_report_matches_the_preview_to_the_cent_and_the_preview_p
             await published.wait_for(len(issued))
 
     assert isinstance(preview.run.outcome, Completed) and isinstance(real.outcome, Completed)
-    assert [invoice.model_dump_json() for invoice in preview.invoices] == [
-        invoice.model_dump_json() for invoice in issued
+    ids = {"invoice_id", "report_id"}
+    assert [invoice.model_dump_json(exclude=ids) for invoice in preview.invoices] == [
+        invoice.model_dump_json(exclude=ids) for invoice in issued
     ]
+    # A preview's ids are never an issued invoice's (a second document with the same number).
+    previewed = {invoice.invoice_id for invoice in (*preview.invoices, *alone.invoices)}
+    assert previewed.isdisjoint(invoice.invoice_id for invoice in issued)
+    assert preview.run.key.report_id != real.key.report_id
     assert preview.run.outcome.report.total == real.outcome.report.total == Decimal("32.32")
     assert [invoice.account_id for invoice in alone.invoices] == ["acct-2"]
     assert alone.run.key.revision == 2  # a second preview, not a revision of the period

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import typer
-from sqlalchemy import update
+from sqlalchemy import func, update
 from typer.testing import CliRunner
 
 from accounting.cli.reconcile import register
@@ -308,3 +308,60 @@ def test_a_mismatch_fails_loudly_with_exit_1(store_url: tuple[str, Decimal]) -> 
     assert json.loads(result.stdout)["totals"]["ok"] is False
     assert "traced total differs from the report's total" in result.stderr
     assert "reconciliation failed" in result.stderr
+
+
+def tamper_with(url: str, statement: Any) -> None:
+    async def run() -> None:
+        store = await ReportStore.open(url)
+        try:
+            async with store.engine.begin() as connection:
+                await connection.execute(statement)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_the_json_has_each_accounts_balance_and_the_raw_replies_checked(
+    store_url: tuple[str, Decimal],
+) -> None:
+    _, total = store_url
+    result = reckon("2026-10", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    ledger = document["ledger"]
+    assert [entry["account_id"] for entry in ledger] == [f"acct-{n:02d}" for n in range(1, 13)]
+    assert sum(Decimal(entry["owed"]) for entry in ledger) == total
+    assert all(entry["credited"] == "0" for entry in ledger)
+    assert document["audit"]["raw_replies"] == {"checked": 4, "unverifiable": 0}
+    assert document["audit"]["currencies"]["EUR"]["owed"] == str(total)
+    assert document["report"]["rate_card_fingerprint"] == CARD.fingerprint
+
+
+def test_a_raw_reply_changed_after_it_was_stored_fails_naming_it(store_url: tuple[str, Decimal]) -> None:
+    url, _ = store_url
+    chunks = schema.reply_chunks
+    tamper_with(
+        url,
+        update(chunks)
+        .where(chunks.c.service == "storage", chunks.c.seq == 0)
+        .values(body=chunks.c.body + " "),
+    )
+    result = reckon("2026-10")
+    assert result.exit_code == 1
+    assert "(chunk 0) differs from the body it was stored with" in result.stderr
+    assert "storage" in result.stderr
+
+
+def test_an_invoice_whose_period_was_altered_fails_naming_it(store_url: tuple[str, Decimal]) -> None:
+    url, _ = store_url
+    invoices = schema.invoices
+    tamper_with(
+        url,
+        update(invoices)
+        .where(invoices.c.account_id == "acct-03")
+        .values(body=func.replace(invoices.c.body, "2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z")),
+    )
+    result = reckon("2026-10")
+    assert result.exit_code == 1
+    assert "period differs from its report's" in result.stderr

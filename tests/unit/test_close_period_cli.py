@@ -1,4 +1,5 @@
-"""``reckon close-period``: a named PERIOD or ``--last-month`` (the CronJob), exactly one of them."""
+"""``reckon close-period``: a named PERIOD or ``--last-month`` (the CronJob), exactly one of them,
+and never a period the billing calendar would refuse (nothing is published then)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from typer.testing import CliRunner
 
-from accounting.cli.reckon import app, previous_month
+from accounting.cli.reckon import app
+from accounting.core.calendar import UTC_MONTHS
 
 
 @pytest.mark.parametrize(
@@ -21,7 +23,7 @@ from accounting.cli.reckon import app, previous_month
     ],
 )
 def test_last_month_is_the_calendar_month_before_now_in_utc(now: datetime, expected: str) -> None:
-    assert previous_month(now) == expected
+    assert UTC_MONTHS.previous(now).period_id == expected
 
 
 @pytest.mark.parametrize("arguments", [[], ["2026-10", "--last-month"]])
@@ -37,3 +39,21 @@ def test_a_malformed_period_is_refused_before_anything_is_published() -> None:
 
     assert result.exit_code == 2
     assert "PERIOD" in result.output
+
+
+@pytest.mark.parametrize(
+    ("period", "why"),
+    [
+        ("2099-01", "period 2099-01 has not ended and its settling delay of 10 min"),
+        ("2026-02-30", "'2026-02-30' is not a month"),
+    ],
+)
+def test_a_period_the_calendar_refuses_is_refused_before_anything_is_published(
+    period: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMQP_URL", "amqp://nobody:secret@127.0.0.1:1/")  # never reached
+    result = CliRunner().invoke(app, ["close-period", period])
+
+    assert result.exit_code == 2
+    assert why in " ".join(result.output.split())
+    assert "published" not in result.output
