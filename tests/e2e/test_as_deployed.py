@@ -116,9 +116,10 @@ async def test_a_month_closes_with_every_role_as_its_own_process_and_broker_user
             coordinator = await running.enter_async_context(
                 process(tmp_path / "coordinator.log", coordinator_env, "coordinator")
             )
-            # The relay starts once the coordinator has migrated the store (both migrate at start).
-            await eventually(lambda: "coordinator ready" in read(tmp_path / "coordinator.log"), timeout=60)
+            # Started together on an empty store, as a rollout does: both migrate at start, one
+            # waits for the other (the migration lock).
             await running.enter_async_context(process(tmp_path / "relay.log", coordinator_env, "relay"))
+            await eventually(lambda: "coordinator ready" in read(tmp_path / "coordinator.log"), timeout=60)
             worker = await running.enter_async_context(
                 process(
                     tmp_path / "compute.log",
