@@ -1,4 +1,4 @@
-"""``reckon``: the app, ``main`` and the small commands (close-period, demo, inspection, replay);
+"""``reckon``: the app, ``main`` and the small commands (close-period, demo, inspection, db);
 ``cli_processes`` (coordinator, relay, payments, worker), ``cli_dlq`` and the other ``cli_*``
 modules register the rest."""
 
@@ -23,10 +23,10 @@ from accounting.cli import documents as cli_documents
 from accounting.cli import preview as cli_preview
 from accounting.cli import processes as cli_processes
 from accounting.cli import reconcile as cli_reconcile
+from accounting.cli import replay as cli_replay
 from accounting.cli.common import (
     ConfigOption,
     JsonOption,
-    card_file,
     card_from,
     closable_period,
     configure_logging,
@@ -42,20 +42,12 @@ from accounting.cli.tables import (
     invoice_lines_table,
     invoices_table,
     outbox_table,
-    reasons_table,
     refusals_table,
     report_detail_tables,
-    report_table,
     reports_list_table,
 )
-from accounting.core.gather import Gather
-from accounting.core.report import Aborted
 from accounting.infra.clock import utc_now
-from accounting.runtime.app import start_coordinator
-from accounting.service.coordinator import ReportRun
 from accounting.service.queries import find_report, outbox_summary, report_detail, report_summary
-from accounting.service.replay import ReplayRefused
-from accounting.service.replay import replay as replay_period
 from accounting.store.repository import ReportStore
 from contracts import ROUTING_REPORT_ABORTED, ROUTING_REPORT_COMPLETED, Topology
 from transport.connection import connect
@@ -68,6 +60,7 @@ app = typer.Typer(
     add_completion=False,
 )
 cli_processes.register(app)
+cli_replay.register(app)
 
 
 @app.command("close-period")
@@ -297,79 +290,6 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
     store_command(config, work, create=True)
     console.print("store schema is up to date")
-
-
-@app.command()
-def replay(
-    period: Annotated[str, typer.Argument(help="The period to rebuild, e.g. 2026-10.")],
-    service: Annotated[
-        list[str] | None, typer.Option("--service", "-s", help="Only this failed service (repeatable).")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option(help="Replay a completed period: credit its invoices and issue corrected ones.")
-    ] = False,
-    rate_card: Annotated[
-        str | None,
-        typer.Option(
-            "--rate-card",
-            help="Price with this card (a TOML file, or 'current' for the configured one) instead of "
-            "the card stored with the revision being replaced.",
-        ),
-    ] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Rebuild PERIOD's report as a new revision (idempotent: a replay in progress is not doubled).
-
-    The new revision is priced with the rate card of the revision it replaces, so the same replies
-    give the same invoices; --rate-card names another one.
-    """
-    configure_logging(verbose=False)
-    settings = settings_from(config)
-    card = card_from(settings)
-    replay_card = None if rate_card in (None, "current") else card_file(Path(str(rate_card)))
-    if rate_card == "current":
-        replay_card = card
-    services = tuple(service or ())
-    if not services:
-        try:
-            settings.require_services()
-        except ValueError as error:
-            fail(str(error))
-    answered = [0]
-
-    def on_progress(gather: Gather) -> None:
-        if gather.answered != answered[0]:
-            answered[0] = gather.answered
-            console.print(f"services answered: {gather.answered}/{gather.expected}")
-
-    async def main() -> ReportRun:
-        instance = await start_coordinator(
-            settings.model_copy(update={"services": settings.services or services}),
-            card=card,
-            consume=False,
-            background=False,
-            on_progress=on_progress,
-        )
-        try:
-            built = await replay_period(instance.coordinator, period, services, force, replay_card)
-            await instance.relay.flush()
-            return built
-        finally:
-            await instance.close()
-
-    try:
-        built = run(main())
-    except ReplayRefused as refusal:
-        fail(str(refusal))
-    console.print(report_table(built))
-    if isinstance(built.outcome, Aborted):
-        console.print(reasons_table(built.outcome.report.reasons))
-        raise typer.Exit(1)
-    summary = built.outcome.report
-    console.print(
-        f"[green]revision {built.key.revision} of {period} built[/]: {summary.invoice_count} invoices, "
-        f"total {summary.total} {summary.currency}"
-    )
 
 
 def main() -> None:

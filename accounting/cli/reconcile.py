@@ -92,7 +92,7 @@ def reports_reconcile(
         except CannotReconcile as error:
             return str(error)
         output.begin(target, account)
-        builder = TotalsBuilder(target.card.currency)
+        builder = TotalsBuilder(target.card.currency, revision=target.record.revision)
         async for trace in _chain(first, traces):
             builder.add(trace)
             output.account(trace)

@@ -15,7 +15,7 @@ from itertools import groupby
 from operator import itemgetter
 from uuid import UUID
 
-from accounting.core.corrections import credit_note_for, empty_correction
+from accounting.core.corrections import credit_note_for, empty_correction, same_charge
 from accounting.core.exact import exact_sum
 from accounting.core.invoices import invoice_for, issued
 from accounting.core.normalizer import Converter
@@ -73,38 +73,48 @@ def price_window(
 ) -> PricedWindow:
     """Invoices of every account in ``rows`` (sorted by account) and in ``superseded``.
 
-    ``superseded`` maps the accounts of this window to their invoice in the revision being
-    corrected: each gets a credit note cancelling it, the new invoice names it, and an account with
-    no usage now gets an empty correction. Zero-total invoices follow the card's ``zero_total``.
-    Every row's (metric, unit) must convert (the caller checked ``Converter.problems``).
+    ``superseded`` maps the accounts of this window to the invoice each owes now (its current
+    invoice, of whichever earlier revision): where the charge changed, a credit note cancels it and
+    the new invoice names it; an account with no usage now gets an empty correction. Where lines
+    and totals are the same (``same_charge``), nothing is issued for the account. Zero-total
+    invoices follow the card's ``zero_total``. Every row's (metric, unit) must convert (the caller
+    checked ``Converter.problems``).
     """
     invoices: dict[str, InvoiceIssued] = {}
+    seen: set[str] = set()
     fingerprint = card.fingerprint  # once per window: it hashes the whole card
     for account, records in groupby(rows, key=itemgetter(0)):
+        seen.add(account)
         usage = converter.account_usage(
             account, ((metric, unit, Decimal(quantity)) for _, _, metric, unit, quantity in records)
         )
-        invoices[account] = invoice_for(
+        old = superseded.get(account)
+        new = invoice_for(
             account,
             usage,
             report_id=key.report_id,
             revision=key.revision,
             period=key.period,
             card=card,
-            supersedes=None if account not in superseded else superseded[account].invoice_id,
+            supersedes=None if old is None else old.invoice_id,
             fingerprint=fingerprint,
             issued_id=key.invoice_id(account),
         )
+        if old is None or not same_charge(new, old):
+            invoices[account] = new
     for account, old in superseded.items():
-        if account not in invoices:
-            invoices[account] = empty_correction(
-                account,
-                old.invoice_id,
-                report_id=key.report_id,
-                revision=key.revision,
-                period=key.period,
-                card=card,
-            )
+        if account in seen:
+            continue
+        empty = empty_correction(
+            account,
+            old.invoice_id,
+            report_id=key.report_id,
+            revision=key.revision,
+            period=key.period,
+            card=card,
+        )
+        if not same_charge(empty, old):
+            invoices[account] = empty
     priced = tuple(
         PricedInvoice(
             invoice_id=invoice.invoice_id,
@@ -126,6 +136,7 @@ def price_window(
             body=note.model_dump_json(),
         )
         for account, old in sorted(superseded.items())
+        if account in invoices  # a correction is issued: the old invoice is cancelled
         for note in (credit_note_for(old, report_id=key.report_id, revision=key.revision),)
     )
     return PricedWindow(

@@ -1,14 +1,27 @@
-"""Corrections: a forced replay of a completed period cancels each invoice it issued before with a
-credit note, then issues the corrected invoice naming the one it supersedes."""
+"""Corrections: a forced replay of a completed period cancels each account's current invoice whose
+charge changed with a credit note, then issues the corrected invoice naming the one it supersedes.
+An account whose lines and totals are the same gets nothing: every credit note is one a finance
+team must explain to a customer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
 from uuid import UUID
 
 from accounting.core.invoices import invoice_for
 from accounting.core.rate_card import RateCard
 from contracts import CreditNoteIssued, InvoiceIssued, Period, credit_note_id
+
+
+def same_charge(new: InvoiceIssued, old: InvoiceIssued) -> bool:
+    """Whether ``new`` would tell the customer nothing ``old`` does not: the same lines (items,
+    tiers, quantities, prices, amounts) and totals, in the same currency. Ids, revision, period
+    and card fingerprint are not the charge."""
+    charge = (new.currency, new.subtotal, new.total, new.lines)
+    return charge == (old.currency, old.subtotal, old.total, old.lines)
 
 
 def supersede(
@@ -20,8 +33,9 @@ def supersede(
     period: Period,
     card: RateCard,
 ) -> tuple[InvoiceIssued, ...]:
-    """Each new invoice names the previous invoice of its account; an account that no longer has
-    usage gets an empty invoice superseding its old one, so every earlier invoice is corrected.
+    """Each new invoice whose charge changed names the previous (current) invoice of its account;
+    an account that no longer has usage gets an empty invoice superseding its old one, unless that
+    one was empty already. An account whose charge is the same gets no new invoice.
     """
     if not previous:
         return tuple(invoices)
@@ -32,14 +46,16 @@ def supersede(
         if invoice.account_id in before
         else invoice
         for invoice in invoices
+        if invoice.account_id not in before or not same_charge(invoice, before[invoice.account_id])
     ]
-    corrected.extend(
-        empty_correction(
+    for account, old in sorted(before.items()):
+        if account in covered:
+            continue
+        empty = empty_correction(
             account, old.invoice_id, report_id=report_id, revision=revision, period=period, card=card
         )
-        for account, old in sorted(before.items())
-        if account not in covered
-    )
+        if not same_charge(empty, old):
+            corrected.append(empty)
     return tuple(sorted(corrected, key=lambda invoice: invoice.account_id))
 
 
@@ -66,3 +82,41 @@ def empty_correction(
     return invoice_for(
         account, (), report_id=report_id, revision=revision, period=period, card=card, supersedes=superseded
     )
+
+
+@dataclass(frozen=True)
+class PlannedCorrection:
+    """What a forced replay would do to one account (``reckon replay --dry-run``)."""
+
+    account_id: str
+    kind: Literal["corrected", "emptied", "new"]
+    """``corrected``: a credit note and a corrected invoice; ``emptied``: no usage now, a credit
+    note and an empty invoice; ``new``: a first invoice for an account that had none."""
+    owed_now: Decimal
+    owed_after: Decimal
+    currency: str
+
+    @property
+    def change(self) -> Decimal:
+        return self.owed_after - self.owed_now
+
+
+def planned_corrections(
+    current: Mapping[str, InvoiceIssued], priced: Mapping[str, InvoiceIssued]
+) -> list[PlannedCorrection]:
+    """Every account a forced replay would issue something for, by the rule ``price_window``
+    applies: ``current`` is what each account owes now, ``priced`` what the new answers price to
+    (an account absent from it has no usage now). Unchanged accounts are left out."""
+    planned = []
+    for account in sorted(current.keys() | priced.keys()):
+        old, new = current.get(account), priced.get(account)
+        if old is None:
+            assert new is not None
+            planned.append(PlannedCorrection(account, "new", Decimal(0), new.total, new.currency))
+        elif new is None:
+            if old.lines or old.total:
+                zero = Decimal(0).quantize(old.total)
+                planned.append(PlannedCorrection(account, "emptied", old.total, zero, old.currency))
+        elif not same_charge(new, old):
+            planned.append(PlannedCorrection(account, "corrected", old.total, new.total, new.currency))
+    return planned

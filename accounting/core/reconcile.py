@@ -137,6 +137,9 @@ class AccountTrace:
     """The stored invoice's total (None: no invoice was issued to the account)."""
     supersedes: str | None
     problems: tuple[Problem, ...]
+    stored_revision: int | None = None
+    """The revision that issued the stored invoice: the account's current invoice may be of an
+    earlier revision than the one reconciled (a correction issues only what changed)."""
 
     @property
     def issued(self) -> bool:
@@ -240,6 +243,7 @@ def trace_account(
         stored_total=None if stored is None else stored.total,
         supersedes=None if stored is None or stored.supersedes is None else str(stored.supersedes),
         problems=tuple(problems),
+        stored_revision=None if stored is None else stored.revision,
     )
 
 

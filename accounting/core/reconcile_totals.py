@@ -64,7 +64,9 @@ class _ItemSum:
 class TotalsBuilder:
     """Adds traced accounts up exactly, per item and in all; memory grows with items, not accounts."""
 
-    def __init__(self, currency: str, max_problems: int = MAX_PROBLEMS) -> None:
+    def __init__(self, currency: str, max_problems: int = MAX_PROBLEMS, revision: int | None = None) -> None:
+        """``revision``: the one reconciled; only the invoices it issued add up to its report's
+        total (None: every stored invoice counts)."""
         self._currency = currency
         self._max_problems = max_problems
         self._items: dict[str, _ItemSum] = {}
@@ -73,6 +75,8 @@ class TotalsBuilder:
         self._invoices = 0
         self._total = Decimal(0)
         self._stored = Decimal(0)
+        self._issued_here = Decimal(0)
+        self._revision = revision
         self._problems: list[Problem] = []
         self._problem_count = 0
 
@@ -83,6 +87,8 @@ class TotalsBuilder:
         if account.stored_total is not None:
             self._invoices += 1
             self._stored = exact_add(self._stored, account.stored_total)
+            if self._revision is None or account.stored_revision == self._revision:
+                self._issued_here = exact_add(self._issued_here, account.stored_total)
         for item in account.items:
             entry = self._items.setdefault(item.item, _ItemSum(item.description, item.billable_unit))
             entry.accounts += 1
@@ -101,18 +107,21 @@ class TotalsBuilder:
                 self._problems.append(problem)
 
     def finish(self, report_total: Decimal | None) -> Totals:
-        """The totals; with ``report_total`` (a whole report) both the traced and the stored grand
-        totals must equal it exactly, else a problem says so (listed first, whatever the limit)."""
+        """The totals; with ``report_total`` (a whole report) the traced grand total must equal
+        what the accounts' current invoices add up to, and the invoices the reconciled revision
+        issued must add up to its report's total, exactly; else a problem says so (listed first,
+        whatever the limit). For a first revision both are the report's total."""
         report: list[Problem] = []
         if report_total is not None:
             checks = (
-                ("traced total differs from the report's total", self._total),
-                ("stored invoices do not add up to the report's total", self._stored),
-            )
+                ("traced total differs from the current invoices' total", self._total, self._stored),
+                ("the invoices this revision issued do not add up to its report's total",
+                 self._issued_here, report_total),
+            )  # fmt: skip
             report = [
-                Problem(None, None, None, what, str(value), str(report_total))
-                for what, value in checks
-                if value != report_total
+                Problem(None, None, None, what, str(value), str(expected))
+                for what, value, expected in checks
+                if value != expected
             ]
         items = tuple(
             ItemTotal(

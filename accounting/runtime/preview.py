@@ -16,12 +16,14 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from accounting.amqp.gatherer import ProgressCallback
+from accounting.core.corrections import PlannedCorrection, planned_corrections
 from accounting.core.rate_card import RateCard
 from accounting.core.report import Aborted
 from accounting.infra.clock import utc_now
-from accounting.runtime.app import start_coordinator
-from accounting.runtime.settings import Settings
+from accounting.runtime.app import open_store, start_coordinator
+from accounting.runtime.settings import Settings, load_rate_card
 from accounting.service.coordinator import ReportRun
+from accounting.service.replay import ReplayRefused
 from contracts import InvoiceIssued, Period, preview_report_id
 
 
@@ -95,3 +97,45 @@ async def run_preview(
         return Preview(run, tuple(invoices), card.fingerprint)
     finally:
         await instance.close()
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What ``reckon replay PERIOD --force`` would issue, found by a preview priced with the card
+    the replay would use and compared with what each account owes now."""
+
+    preview: Preview
+    revision: int
+    """The revision the replay would correct (the period's newest)."""
+    planned: tuple[PlannedCorrection, ...]
+    unchanged: int
+
+
+async def dry_run_replay(
+    settings: Settings,
+    period_id: str,
+    card: RateCard | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> DryRun:
+    """Ask every configured service again, price in the preview store, compare with each account's
+    current invoice. Nothing is published, and the period gets no revision. ``card``: the one the
+    replay would be given (``--rate-card``); by default the one stored with the newest revision,
+    as the replay itself prices."""
+    store = await open_store(settings.store_url, create=False)
+    try:
+        latest = await store.latest(period_id)
+        if latest is None:
+            raise ReplayRefused(f"period {period_id} has no report to replay; close the period first")
+        completed = await store.latest_completed(period_id)
+        stored_cards = [record.rate_card for record in (latest, completed) if record and record.rate_card]
+        current = await store.current_invoices(period_id, latest.revision + 1)
+    finally:
+        await store.close()
+    chosen = card or (
+        RateCard.model_validate(stored_cards[0]) if stored_cards else load_rate_card(settings.rate_card)
+    )
+    preview = await run_preview(settings, chosen, latest.period, on_progress=on_progress)
+    priced = {invoice.account_id: invoice for invoice in preview.invoices}
+    planned = tuple(planned_corrections(current, priced))
+    unchanged = len(current.keys() | priced.keys()) - len(planned)
+    return DryRun(preview, latest.revision, planned, unchanged)

@@ -133,7 +133,7 @@ class Pricer:
         try:
             while after is not None or pricing:
                 while after is not None and len(pricing) < self._in_flight:
-                    rows, superseded, upto = await self._read(gather_id, after, supersedes, times)
+                    rows, superseded, upto = await self._read(key, gather_id, after, supersedes, times)
                     work = partial(
                         price_window, rows, superseded, key=key, card=self._card, converter=converter
                     )
@@ -174,15 +174,18 @@ class Pricer:
         return priced
 
     async def _read(
-        self, gather_id: int, after: str, supersedes: UUID | None, times: StageTimes
+        self, key: ReportKey, gather_id: int, after: str, supersedes: UUID | None, times: StageTimes
     ) -> tuple[list[UsageRow], dict[str, InvoiceIssued], str | None]:
         """The next window's records and the superseded invoices of its accounts."""
         started = time.perf_counter()
         rows, upto = await self._store.usage_window(gather_id, after, self._page)
+        # A correction: each account's current invoice, of whichever earlier revision issued it.
         superseded = (
             {}
             if supersedes is None
-            else await self._store.invoices_by_account(supersedes, after=after, upto=upto)
+            else await self._store.current_invoices(
+                key.period.period_id, key.revision, after=after, upto=upto
+            )
         )
         times.read += time.perf_counter() - started
         return rows, superseded, upto

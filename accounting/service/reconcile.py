@@ -91,7 +91,7 @@ async def account_traces(
     records or a stored invoice, traced and checked against its invoice."""
     if account is not None:
         rows = await store.usage_of_account(target.gather_id, account)
-        invoices = await store.invoices_by_account(target.record.report_id, account_id=account)
+        invoices = await _current(store, target, account_id=account)
         if not rows and not invoices:
             raise CannotReconcile(
                 f"account {account} has neither records nor an invoice in report "
@@ -102,7 +102,7 @@ async def account_traces(
     after = ""
     while True:
         rows, upto = await store.usage_window(target.gather_id, after, page_records)
-        invoices = await store.invoices_by_account(target.record.report_id, after=after, upto=upto)
+        invoices = await _current(store, target, after=after, upto=upto)
         by_account: dict[str, list[UsageRow]] = {}
         for row in rows:
             by_account.setdefault(row[0], []).append(row)
@@ -113,9 +113,16 @@ async def account_traces(
         after = upto
 
 
+async def _current(store: ReportStore, target: Target, **accounts: str | None) -> dict[str, InvoiceIssued]:
+    """Each account's current invoice as of the reconciled revision: a correction issues only what
+    changed, so the invoice an account owes may be of an earlier revision."""
+    record = target.record
+    return await store.current_invoices(record.period.period_id, record.revision + 1, **accounts)
+
+
 async def reconcile(store: ReportStore, target: Target, *, account: str | None = None) -> Totals:
     """The totals of the whole report (or one account), checked; the traces are not kept."""
-    builder = TotalsBuilder(target.card.currency)
+    builder = TotalsBuilder(target.card.currency, revision=target.record.revision)
     async for trace in account_traces(store, target, account=account):
         builder.add(trace)
     return builder.finish(None if account is not None else target.report_total)

@@ -304,6 +304,38 @@ class InvoicesRepository:
             rows = (await connection.execute(query)).all()
         return {row.account_id: InvoiceIssued.model_validate_json(row.body) for row in rows}
 
+    async def current_invoices(
+        self,
+        period_id: str,
+        before_revision: int,
+        *,
+        after: str | None = None,
+        upto: str | None = None,
+        account_id: str | None = None,
+    ) -> dict[str, InvoiceIssued]:
+        """Account → the invoice it owes now as of ``before_revision`` (excluded): its newest
+        among the period's issued revisions before it. A correction revision issues an invoice only
+        where the charge changed, so an account's current invoice may be of any earlier revision.
+        Accounts in ``(after, upto]`` (None: unbounded) or ``account_id`` alone."""
+        table, reports = schema.invoices, schema.reports
+        query = (
+            select(table.c.account_id, table.c.body)
+            .join(reports, reports.c.report_id == table.c.report_id)
+            .where(reports.c.status.in_([status.value for status in ISSUED]))
+            .where(table.c.period_id == period_id, table.c.revision < before_revision)
+            .order_by(table.c.account_id, table.c.revision)
+        )
+        if account_id is not None:
+            query = query.where(table.c.account_id == account_id)
+        if after is not None:
+            query = query.where(table.c.account_id > after)
+        if upto is not None:
+            query = query.where(table.c.account_id <= upto)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        newest = {row.account_id: row.body for row in rows}  # ordered by revision: the last wins
+        return {account: InvoiceIssued.model_validate_json(body) for account, body in newest.items()}
+
 
 async def enqueue(
     connection: AsyncConnection, report_id: UUID, routing_key: str, message: Message, at: datetime

@@ -216,6 +216,75 @@ async def test_reconcile_traces_the_credit_notes_and_its_balances_are_what_the_p
     assert "(superseded) has 0 credit note(s), not 1" in " ".join(err.split())
 
 
+async def test_a_dry_run_shows_the_one_account_a_forced_replay_corrects_and_changes_nothing(
+    amqp_url: str, connection: AbstractRobustConnection, topology: Topology, store_url: str, tmp_path: Path
+) -> None:
+    compute = StaticService(
+        "compute", [vcpu_hours("acct-1", 1000), vcpu_hours("acct-2", 10), vcpu_hours("acct-3", 5)]
+    )
+    settings = Settings(
+        amqp_url=amqp_url, namespace=topology.namespace, services=("compute",), deadline_seconds=5,
+        store_url=store_url, shutdown_grace_seconds=1,
+    )  # fmt: skip
+    await declared(connection, topology)
+    async with serving(connection, topology, compute):
+        async with coordinator(
+            amqp_url, topology, ["compute"], consume=False, store_url=store_url
+        ) as running:
+            await issue_first_revision(running)
+        compute.records = [vcpu_hours("acct-1", 900), vcpu_hours("acct-3", 5), vcpu_hours("acct-4", 1)]
+        async with listening(connection, topology.invoices.name) as published:
+            planned = await command_json(settings, tmp_path, "replay", "2026-10", "--dry-run", "--json")
+            await asyncio.sleep(0.5)  # anything published would have arrived by now
+        async with coordinator(
+            amqp_url, topology, ["compute"], consume=False, store_url=store_url
+        ) as running:
+            assert [record.revision for record in await running.app.store.list_reports("2026-10")] == [1]
+            real = await replay(running.app.coordinator, "2026-10", force=True)
+            await running.wait_until(real, ReportStatus.COMPLETED)
+            issued = await running.app.store.invoices(report_id=real.key.report_id)
+
+    assert published.messages == []
+    assert (planned["corrects_revision"], planned["unchanged"], planned["aborted"]) == (1, 1, False)
+    assert [
+        (item["account_id"], item["action"], item["owed_now"], item["owed_after"], item["change"])
+        for item in planned["accounts"]
+    ] == [
+        ("acct-1", "corrected", "32.00", "28.80", "-3.20"),
+        ("acct-2", "emptied", "0.32", "0.00", "-0.32"),
+        ("acct-4", "new", "0", "0.03", "0.03"),
+    ]
+    # The forced replay then issues exactly what the dry run showed (acct-3 unchanged: nothing).
+    assert [(invoice.account_id, str(invoice.total)) for invoice in issued] == [
+        ("acct-1", "28.80"),
+        ("acct-2", "0.00"),
+        ("acct-4", "0.03"),
+    ]
+
+
+async def command_json(settings: Settings, tmp_path: Path, *arguments: str) -> dict[str, Any]:
+    """A ``reckon`` command with ``--json`` as an operator runs it, in a process of its own."""
+    card = tmp_path / "rate-card.toml"
+    card.write_text(CARD_TOML)
+    environment = {
+        **os.environ,
+        "AMQP_URL": settings.amqp_url,
+        "RECKON_NAMESPACE": settings.namespace,
+        "RECKON_SERVICES": ",".join(settings.services),
+        "RECKON_STORE_URL": settings.store_url,
+        "RECKON_RATE_CARD": str(card),
+        "RECKON_DEADLINE_SECONDS": "5",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "accounting.cli", *arguments,
+        env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    printed: dict[str, Any] = json.loads(out)
+    return printed
+
+
 async def tamper(store_url: str, statement: Any) -> None:
     store = await ReportStore.open(store_url)
     try:
@@ -238,7 +307,7 @@ async def reconcile_command(store_url: str, *arguments: str) -> tuple[int, str, 
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_a_replay_prices_with_the_card_of_the_revision_it_replaces_and_reproduces_its_invoices(
+async def test_a_replay_prices_with_the_card_of_the_revision_it_replaces_and_so_corrects_nothing(
     amqp_url: str, connection: AbstractRobustConnection, topology: Topology, store_url: str
 ) -> None:
     compute = StaticService("compute", [vcpu_hours("acct-1", 1000), vcpu_hours("acct-2", 10)])
@@ -255,12 +324,16 @@ async def test_a_replay_prices_with_the_card_of_the_revision_it_replaces_and_rep
             same = await replay(running.app.coordinator, "2026-10", force=True)
             await running.wait_until(same, ReportStatus.COMPLETED)
             reproduced = await running.app.store.invoices(report_id=same.key.report_id)
+            noted = await running.app.store.credit_notes(report_id=same.key.report_id)
             repriced_run = await replay(running.app.coordinator, "2026-10", force=True, card=DEARER)
             await running.wait_until(repriced_run, ReportStatus.COMPLETED)
             repriced = await running.app.store.invoices(report_id=repriced_run.key.report_id)
 
-    assert [without_ids(invoice) for invoice in reproduced] == [without_ids(invoice) for invoice in first]
-    assert {invoice.rate_card for invoice in reproduced} == {TEST_CARD.fingerprint}
+    # Priced with the first revision's card, the same replies give the same charges: a correction
+    # issues nothing (priced with the dearer card, every account would have been corrected).
+    assert (reproduced, noted) == ([], [])
+    assert isinstance(same.outcome, Completed) and same.outcome.report.total == Decimal("0.00")
+    assert {invoice.rate_card for invoice in first} == {TEST_CARD.fingerprint}
     assert [(invoice.account_id, invoice.total) for invoice in repriced] == [
         ("acct-1", Decimal("40.00")),
         ("acct-2", Decimal("0.40")),
@@ -316,31 +389,7 @@ async def test_the_real_report_matches_the_preview_to_the_cent_and_the_preview_p
 
 async def preview_command(settings: Settings, tmp_path: Path, *arguments: str) -> dict[str, Any]:
     """``reckon preview …`` as an operator runs it, in a process of its own."""
-    card = tmp_path / "rate-card.toml"
-    card.write_text(CARD_TOML)
-    environment = {
-        **os.environ,
-        "AMQP_URL": settings.amqp_url,
-        "RECKON_NAMESPACE": settings.namespace,
-        "RECKON_SERVICES": ",".join(settings.services),
-        "RECKON_STORE_URL": settings.store_url,
-        "RECKON_RATE_CARD": str(card),
-        "RECKON_DEADLINE_SECONDS": "5",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "accounting.cli",
-        "preview",
-        *arguments,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    printed: dict[str, Any] = json.loads(out)
-    return printed
+    return await command_json(settings, tmp_path, "preview", *arguments)
 
 
 CURRENCIES = {

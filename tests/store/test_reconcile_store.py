@@ -171,7 +171,7 @@ async def test_a_stored_card_that_no_longer_matches_the_invoices_is_found(sqlite
     assert not totals.ok
     whats = {problem.what for problem in totals.problems}
     assert {"amount differs", "unit price differs", "invoice total differs"} <= whats
-    assert "traced total differs from the report's total" in whats
+    assert "traced total differs from the current invoices' total" in whats
 
 
 async def test_a_period_without_a_completed_report_cannot_be_reconciled(sqlite_store: ReportStore) -> None:
@@ -306,7 +306,7 @@ def test_a_mismatch_fails_loudly_with_exit_1(store_url: tuple[str, Decimal]) -> 
     result = reckon("2026-10", "--json")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["totals"]["ok"] is False
-    assert "traced total differs from the report's total" in result.stderr
+    assert "the invoices this revision issued do not add up to its report's total" in result.stderr
     assert "reconciliation failed" in result.stderr
 
 

@@ -182,7 +182,9 @@ def test_a_correction_credits_each_superseded_invoice_in_full_before_correcting_
     window = price_window(rows(RECORDS), superseded, key=KEY, card=CARD, converter=converter_for(KEY, CARD))
 
     notes = [CreditNoteIssued.model_validate_json(note.body) for note in window.credit_notes]
-    assert [note.account_id for note in notes] == sorted(superseded)
+    # idle's charge is the same (one vCPU line of 0): nothing to correct, nothing to explain.
+    changed = {account: old for account, old in superseded.items() if account != "idle"}
+    assert [note.account_id for note in notes] == sorted(changed) == ["acme", "gone"]
     for note in notes:
         old = superseded[note.account_id]
         assert (note.credits, note.lines, note.total, note.currency) == (
@@ -194,7 +196,30 @@ def test_a_correction_credits_each_superseded_invoice_in_full_before_correcting_
         assert (note.report_id, note.revision) == (KEY.report_id, KEY.revision)
         assert note.credit_note_id == credit_note_id(note.account_id, "2026-10", KEY.revision)
     corrected = {priced.account_id: priced.supersedes for priced in window.invoices}
-    assert corrected == {account: old.invoice_id for account, old in superseded.items()}
+    assert corrected == {account: old.invoice_id for account, old in changed.items()}
+
+
+def test_a_correction_issues_nothing_where_the_charge_is_the_same() -> None:
+    """A forced replay after one sample changed used to credit and re-invoice every account; an
+    account gone from the data got another 0.00 credit note and invoice on every later replay."""
+    previous = reference({"compute": (*RECORDS["compute"], rec("gone", "vcpu", "7200", "vCPU-second"))})
+    first = price_window(
+        rows(RECORDS),
+        {invoice.account_id: invoice for invoice in previous},
+        key=KEY,
+        card=CARD,
+        converter=converter_for(KEY, CARD),
+    )
+    current = {
+        **{invoice.account_id: invoice for invoice in previous},
+        **{priced.account_id: InvoiceIssued.model_validate_json(priced.body) for priced in first.invoices},
+    }
+    later = ReportKey(report_id=report_id("2026-10", 3), revision=3, period=PERIOD)
+
+    again = price_window(rows(RECORDS), current, key=later, card=CARD, converter=converter_for(later, CARD))
+
+    assert (again.invoices, again.credit_notes, again.total) == ((), (), Decimal(0))
+    assert current["gone"].lines == () and current["gone"].revision == KEY.revision
 
 
 def test_zero_total_invoices_are_skipped_when_the_card_says_so_unless_they_correct_one() -> None:
