@@ -123,6 +123,9 @@ class UsageGatherer:
         self._late_seconds = late_seconds
         self._channel: AbstractChannel | None = None
         self._running: set[str] = set()
+        self._generation = 0
+        """Counts channel and connection losses: a spare reply queue of an earlier one is gone."""
+        self._spare: tuple[int, asyncio.Task[tuple[AbstractQueue, str]]] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         """Finished gathers' reply queues, each deleted once its late window has passed."""
         self._routes: dict[str, Session] = {}
@@ -181,8 +184,27 @@ class UsageGatherer:
         return list(self._running)
 
     async def _reply_queue(self, channel: AbstractChannel) -> tuple[AbstractQueue, str]:
-        """A gather's own reply queue, consumed; not restored after a reconnect (the gather has
-        settled as ``transport_lost`` by then)."""
+        """A gather's own reply queue, consumed: the spare declared during the previous gather when
+        it is ready on this channel (its two round trips are then off the report's path), else a new
+        one; and the next spare is started."""
+        generation, spare = self._spare or (-1, None)
+        self._spare = (self._generation, asyncio.create_task(self._declare_reply_queue(channel)))
+        consumer: tuple[AbstractQueue, str] | None = None
+        if spare is not None and generation == self._generation:
+            try:
+                consumer = await spare
+            except (*TRANSPORT_ERRORS, RuntimeError):
+                consumer = None
+        elif spare is not None:
+            spare.cancel()
+        if consumer is None:
+            consumer = await self._declare_reply_queue(channel)
+        self._running.add(consumer[0].name)
+        return consumer
+
+    async def _declare_reply_queue(self, channel: AbstractChannel) -> tuple[AbstractQueue, str]:
+        """An exclusive, auto-delete queue with this gatherer consuming it; not restored after a
+        reconnect (a gather that used it has settled as ``transport_lost`` by then)."""
         if isinstance(channel, AbstractRobustChannel):
             queue: AbstractQueue = await channel.declare_queue(
                 "", exclusive=True, auto_delete=True, robust=False
@@ -191,7 +213,6 @@ class UsageGatherer:
         else:
             queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
             tag = await queue.consume(self._on_reply)
-        self._running.add(queue.name)
         return queue, tag
 
     def _retire(self, queue: AbstractQueue, tag: str) -> None:
@@ -209,9 +230,10 @@ class UsageGatherer:
 
     async def close(self) -> None:
         self._shut_down = True
-        for task in self._retiring:
+        spares = [self._spare[1]] if self._spare is not None else []
+        for task in (*self._retiring, *spares):
             task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*self._retiring, *spares, return_exceptions=True)
         await self._probe.close()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()  # its exclusive reply queues go with it
@@ -220,6 +242,7 @@ class UsageGatherer:
         return {service: self._service_users.get(service, self.user) for service in services}
 
     def _on_closed(self, _sender: Any, error: BaseException | None = None) -> None:
+        self._generation += 1
         self._closed_reason = f"{type(error).__name__}: {error}" if error else "channel closed"
         lost = TransportLost(self._closed_reason, self._clock())
         for session in {id(session): session for session in self._routes.values()}.values():
