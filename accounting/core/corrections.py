@@ -112,7 +112,8 @@ def planned_corrections(
         old, new = current.get(account), priced.get(account)
         if old is None:
             assert new is not None
-            planned.append(PlannedCorrection(account, "new", Decimal(0), new.total, new.currency))
+            zero = Decimal(0).quantize(new.total)
+            planned.append(PlannedCorrection(account, "new", zero, new.total, new.currency))
         elif new is None:
             if old.lines or old.total:
                 zero = Decimal(0).quantize(old.total)

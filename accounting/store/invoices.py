@@ -281,29 +281,6 @@ class InvoicesRepository:
         async with self.engine.connect() as connection:
             return [row.body for row in (await connection.execute(query)).all()]
 
-    async def invoices_by_account(
-        self,
-        report_id: UUID,
-        *,
-        after: str | None = None,
-        upto: str | None = None,
-        account_id: str | None = None,
-    ) -> dict[str, InvoiceIssued]:
-        """Account → invoice of a report (whatever its status), for accounts in ``(after, upto]``
-        (None: unbounded) or ``account_id`` alone: what a forced replay credits and corrects, and
-        what a reconciliation checks, a window at a time."""
-        table = schema.invoices
-        query = select(table.c.account_id, table.c.body).where(table.c.report_id == str(report_id))
-        if account_id is not None:
-            query = query.where(table.c.account_id == account_id)
-        if after is not None:
-            query = query.where(table.c.account_id > after)
-        if upto is not None:
-            query = query.where(table.c.account_id <= upto)
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        return {row.account_id: InvoiceIssued.model_validate_json(row.body) for row in rows}
-
     async def current_invoices(
         self,
         period_id: str,
@@ -333,7 +310,7 @@ class InvoicesRepository:
             query = query.where(table.c.account_id <= upto)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
-        newest = {row.account_id: row.body for row in rows}  # ordered by revision: the last wins
+        newest = {row.account_id: row.body for row in rows}  # in revision order: the newest wins
         return {account: InvoiceIssued.model_validate_json(body) for account, body in newest.items()}
 
 

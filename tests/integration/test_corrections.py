@@ -27,7 +27,6 @@ from accounting.runtime.preview import run_preview
 from accounting.runtime.settings import Settings
 from accounting.service.replay import replay
 from accounting.store import schema
-from accounting.store.repository import ReportStore
 from contracts import InvoiceIssued, Period, Topology, UsageRecord, credit_note_id, invoice_id
 from payments.consumer import PaymentConsumer
 from payments.ledger import SqlLedger, record_payment
@@ -42,6 +41,7 @@ from tests.integration.support import (
     record,
     serving,
 )
+from tests.store.support import tamper
 
 pytestmark = pytest.mark.integration
 
@@ -252,7 +252,7 @@ async def test_a_dry_run_shows_the_one_account_a_forced_replay_corrects_and_chan
     ] == [
         ("acct-1", "corrected", "32.00", "28.80", "-3.20"),
         ("acct-2", "emptied", "0.32", "0.00", "-0.32"),
-        ("acct-4", "new", "0", "0.03", "0.03"),
+        ("acct-4", "new", "0.00", "0.03", "0.03"),
     ]
     # The forced replay then issues exactly what the dry run showed (acct-3 unchanged: nothing).
     assert [(invoice.account_id, str(invoice.total)) for invoice in issued] == [
@@ -283,15 +283,6 @@ async def command_json(settings: Settings, tmp_path: Path, *arguments: str) -> d
     assert process.returncode == 0, err.decode()
     printed: dict[str, Any] = json.loads(out)
     return printed
-
-
-async def tamper(store_url: str, statement: Any) -> None:
-    store = await ReportStore.open(store_url)
-    try:
-        async with store.engine.begin() as transaction:
-            await transaction.execute(statement)
-    finally:
-        await store.close()
 
 
 async def reconcile_command(store_url: str, *arguments: str) -> tuple[int, str, str]:

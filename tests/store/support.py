@@ -305,3 +305,13 @@ async def queued(store: ReportStore, backend: Backend, table: str, waiters: int)
         else:
             raise AssertionError(f"fewer than {waiters} transactions ever waited for {table}")
         await holder.commit()
+
+
+async def tamper(url: str, statement: Any) -> None:
+    """Change a stored row behind the store's back, as someone with the database's password could."""
+    store = await ReportStore.open(url)
+    try:
+        async with store.engine.begin() as transaction:
+            await transaction.execute(statement)
+    finally:
+        await store.close()

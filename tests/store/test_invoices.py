@@ -274,16 +274,21 @@ async def test_issued_invoices_round_trip_by_report_period_and_invoice_id(store:
     assert await store.invoices(report_id=record.report_id) == [first, second]
 
 
-async def test_invoices_by_account_maps_the_accounts_of_a_range_to_their_invoices(store: ReportStore) -> None:
+async def test_current_invoices_maps_the_accounts_of_a_range_to_their_invoices(store: ReportStore) -> None:
     record, invoices, _ = await publishing_report(store, accounts=4)
     by_account = {i.account_id: i for i in invoices}
+    period = record.period.period_id
 
-    middle = await store.invoices_by_account(record.report_id, after="acct-00001", upto="acct-00003")
-    tail = await store.invoices_by_account(record.report_id, after="acct-00003")
+    middle = await store.current_invoices(period, 2, after="acct-00001", upto="acct-00003")
+    tail = await store.current_invoices(period, 2, after="acct-00003")
 
     assert middle == {account: by_account[account] for account in ("acct-00002", "acct-00003")}
     assert tail == {"acct-00004": by_account["acct-00004"]}
-    assert await store.invoices_by_account(record.report_id, after="acct-00004") == {}
+    assert await store.current_invoices(period, 2, after="acct-00004") == {}
+    assert await store.current_invoices(period, 1) == {}  # nothing issued before revision 1
+    assert await store.current_invoices(period, 2, account_id="acct-00002") == {
+        "acct-00002": by_account["acct-00002"]
+    }
 
 
 # --- corrections: credit notes ------------------------------------------------------------------

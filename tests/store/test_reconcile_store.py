@@ -27,7 +27,7 @@ from accounting.service.pricer import Pricer
 from accounting.service.reconcile import CannotReconcile, account_traces, find_target, reconcile
 from accounting.store import schema
 from accounting.store.repository import RecordRow, ReportStore, StoredReply
-from tests.store.support import OCTOBER, A, chunk, minutes, report_at
+from tests.store.support import OCTOBER, A, chunk, minutes, report_at, tamper
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD = RateCard.from_toml((ROOT / "config" / "rate-card.toml").read_text(encoding="utf-8"))
@@ -311,15 +311,7 @@ def test_a_mismatch_fails_loudly_with_exit_1(store_url: tuple[str, Decimal]) -> 
 
 
 def tamper_with(url: str, statement: Any) -> None:
-    async def run() -> None:
-        store = await ReportStore.open(url)
-        try:
-            async with store.engine.begin() as connection:
-                await connection.execute(statement)
-        finally:
-            await store.close()
-
-    asyncio.run(run())
+    asyncio.run(tamper(url, statement))
 
 
 def test_the_json_has_each_accounts_balance_and_the_raw_replies_checked(

@@ -208,6 +208,14 @@ huge_quantities = st.decimals(
 )
 
 
+def invoiced_at_the_bounds(entries: list[BillableUsage]) -> InvoiceBatch:
+    card = make_card({key: {"model": "per_unit", "unit_price": "0.0230"} for key in ("a", "b", "c")})
+    first = report_id(PERIOD.period_id, 1)
+    result = build_invoices(report_id=first, revision=1, period=PERIOD, accounts=[], usage=entries, card=card)
+    assert isinstance(result, InvoiceBatch)
+    return result
+
+
 @given(
     st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), huge_quantities), min_size=1, max_size=6),
     st.lists(st.sampled_from(["x", "y"]), min_size=6, max_size=6),
@@ -215,20 +223,11 @@ huge_quantities = st.decimals(
 def test_sums_at_the_contracts_bounds_are_exact(
     drawn: list[tuple[str, Decimal]], accounts: list[str]
 ) -> None:
-    card = make_card({key: {"model": "per_unit", "unit_price": "0.0230"} for key in ("a", "b", "c")})
     entries = [
         BillableUsage(account_id=account, item=item, quantity=quantity, unit="GB")
         for (item, quantity), account in zip(drawn, accounts, strict=False)
     ]
-    result = build_invoices(
-        report_id=report_id(PERIOD.period_id, 1),
-        revision=1,
-        period=PERIOD,
-        accounts=[],
-        usage=entries,
-        card=card,
-    )
-    assert isinstance(result, InvoiceBatch)
+    result = invoiced_at_the_bounds(entries)
     for invoice in result.invoices:
         owed = {key: Fraction(0) for key in "abc"}
         for entry in entries:
@@ -243,18 +242,9 @@ def test_sums_at_the_contracts_bounds_are_exact(
 
 def test_an_invoice_near_3e26_is_the_exact_sum_of_its_lines() -> None:
     """The case found: summed in the default 28-digit context it came out 0.04 off its lines."""
-    card = make_card({key: {"model": "per_unit", "unit_price": "0.0230"} for key in ("a", "b", "c")})
     quantity = Decimal("4347826086956521739130434782.608696")  # at 0.0230 each line is about 1e26
     entries = [BillableUsage(account_id="acme", item=item, quantity=quantity, unit="GB") for item in "abc"]
-    result = build_invoices(
-        report_id=report_id(PERIOD.period_id, 1),
-        revision=1,
-        period=PERIOD,
-        accounts=[],
-        usage=entries,
-        card=card,
-    )
-    assert isinstance(result, InvoiceBatch)
+    result = invoiced_at_the_bounds(entries)
     [invoice] = result.invoices
     assert Fraction(invoice.total) == sum(Fraction(line.amount) for line in invoice.lines)
     assert invoice.total > Decimal("2.9e26")
