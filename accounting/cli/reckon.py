@@ -152,7 +152,11 @@ def demo(
     if config is None and not os.environ.get("RECKON_SERVICES"):
         overrides["services"] = ("compute", "storage")
     settings = settings_from(config, **overrides)
-    billing_period = closable_period(settings.billing_calendar(), period, datetime.now(UTC))
+    calendar, now = settings.billing_calendar(), datetime.now(UTC)
+    if period is None and calendar.refusal(calendar.previous(now), now) is not None:
+        # Within the settling delay after a month ends: the demo closes the month before it.
+        period = calendar.previous(calendar.previous(now).start).period_id
+    billing_period = closable_period(calendar, period, now)
     card = card_from(settings)
     console.print(
         f"[bold]Reckon demo[/]: period {billing_period.period_id}, broker {redact_url(settings.amqp_url)}"
