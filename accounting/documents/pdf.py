@@ -77,6 +77,7 @@ def render_view_pdf(view: DocumentView) -> bytes:
     pdf.set_title(view.title)
     pdf.set_subject(f"account {view.account_id}, period {view.period_id}")
     pdf.set_creator("Reckon")
+    pdf.set_creation_date(view.dated)  # never the clock: the same document, the same bytes
     pdf.set_lang("en")
     pdf.set_margins(15, 15, 15)
     pdf.set_auto_page_break(auto=True, margin=18)

@@ -115,6 +115,9 @@ class DocumentView:
     currency: str
     account_id: str
     period_id: str
+    dated: datetime
+    """The moment the document is dated by (its period's end, until documents carry an issue
+    date): the PDF's creation date, so the same document always renders to the same bytes."""
 
     @property
     def title(self) -> str:
@@ -212,6 +215,7 @@ def _invoice_view(document: InvoiceDocument) -> DocumentView:
         currency=invoice.currency,
         account_id=invoice.account_id,
         period_id=invoice.period.period_id,
+        dated=invoice.period.end,
     )
 
 
@@ -288,6 +292,7 @@ def _credit_note_view(document: CreditNoteDocument) -> DocumentView:
         currency=note.currency,
         account_id=note.account_id,
         period_id=note.period.period_id,
+        dated=note.period.end,
     )
 
 

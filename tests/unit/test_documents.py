@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -161,6 +162,17 @@ def test_the_pdf_shows_everything_an_invoice_says() -> None:
     assert "Total 23.82 EUR" in text
     assert "Supersedes" not in text
     assert "CANCELLED" not in text
+
+
+def test_the_same_invoice_renders_to_the_same_pdf_bytes_whenever_it_is_rendered() -> None:
+    """The PDF's creation date is the document's (its period's end), never the clock's."""
+    document = InvoiceDocument(invoice=invoice(), report_status="completed")
+    first = render_pdf(document)
+    time.sleep(1.1)  # the PDF's dates have a resolution of one second
+
+    assert render_pdf(document) == first
+    metadata = PdfReader(BytesIO(first)).metadata
+    assert metadata is not None and str(metadata["/CreationDate"]).startswith("D:20261101000000")
 
 
 def test_the_html_shows_everything_an_invoice_says() -> None:
