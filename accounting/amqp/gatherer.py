@@ -10,15 +10,14 @@ time however large the answers. A finished gather's queue is kept for ``late_sec
 reply that arrives after the deadline is counted as late, not unknown; then it is deleted, and a
 service still answering is told by the broker (its mandatory reply is returned) and stops.
 
-Here: the channel, each gather's reply queue, the requests, routing a reply to its gather, and
-the loop that runs one gather to its end. A gather's inbox, applying its items to the machine
-and acknowledging replies are in ``replies``.
+Here: the channel, the requests, routing a reply to its gather, and the loop that runs one gather
+to its end. Each gather's reply queue (the spare, the late window) is ``reply_queues``'s; a
+gather's inbox, applying its items to the machine and acknowledging replies are in ``replies``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -26,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -34,9 +33,6 @@ from aio_pika.abc import (
     AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustChannel,
-    AbstractRobustQueue,
 )
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
@@ -55,6 +51,7 @@ from accounting.amqp.replies import (
     received_event,
     records,
 )
+from accounting.amqp.reply_queues import LATE_SECONDS, Consumer, ReplyQueues
 from accounting.core.gather import Gather
 from accounting.core.gather_events import (
     Action,
@@ -79,8 +76,6 @@ AbortCallback = Callable[[Gather], Awaitable[None]]
 
 _MIN_EXPIRATION = timedelta(milliseconds=1)
 _SETTLED_KEPT = 1024
-LATE_SECONDS = 60.0
-"""How long a finished gather's reply queue stays, counting late replies, before it is deleted."""
 
 
 def request_ids(services: Sequence[str]) -> dict[str, str]:
@@ -120,14 +115,8 @@ class UsageGatherer:
         self._publish_timeout = publish_timeout
         self._clock = clock
         self._prefetch = prefetch
-        self._late_seconds = late_seconds
         self._channel: AbstractChannel | None = None
-        self._running: set[str] = set()
-        self._generation = 0
-        """Counts channel and connection losses: a spare reply queue of an earlier one is gone."""
-        self._spare: tuple[int, asyncio.Task[tuple[AbstractQueue, str]]] | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
-        """Finished gathers' reply queues, each deleted once its late window has passed."""
+        self._reply_queues = ReplyQueues(self._on_reply, late_seconds)
         self._routes: dict[str, Session] = {}
         self._settled: OrderedDict[str, Gather] = OrderedDict()
         self._closed_reason: str | None = None
@@ -181,59 +170,11 @@ class UsageGatherer:
 
     def reply_queues(self) -> list[str]:
         """The reply queues of the gathers running now (what a forger would have to learn)."""
-        return list(self._running)
-
-    async def _reply_queue(self, channel: AbstractChannel) -> tuple[AbstractQueue, str]:
-        """A gather's own reply queue, consumed: the spare declared during the previous gather when
-        it is ready on this channel (its two round trips are then off the report's path), else a new
-        one; and the next spare is started."""
-        generation, spare = self._spare or (-1, None)
-        self._spare = (self._generation, asyncio.create_task(self._declare_reply_queue(channel)))
-        consumer: tuple[AbstractQueue, str] | None = None
-        if spare is not None and generation == self._generation:
-            try:
-                consumer = await spare
-            except (*TRANSPORT_ERRORS, RuntimeError):
-                consumer = None
-        elif spare is not None:
-            spare.cancel()
-        if consumer is None:
-            consumer = await self._declare_reply_queue(channel)
-        self._running.add(consumer[0].name)
-        return consumer
-
-    async def _declare_reply_queue(self, channel: AbstractChannel) -> tuple[AbstractQueue, str]:
-        """An exclusive, auto-delete queue with this gatherer consuming it; not restored after a
-        reconnect (a gather that used it has settled as ``transport_lost`` by then)."""
-        if isinstance(channel, AbstractRobustChannel):
-            queue: AbstractQueue = await channel.declare_queue(
-                "", exclusive=True, auto_delete=True, robust=False
-            )
-            tag = await cast(AbstractRobustQueue, queue).consume(self._on_reply, robust=False)
-        else:
-            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-            tag = await queue.consume(self._on_reply)
-        return queue, tag
-
-    def _retire(self, queue: AbstractQueue, tag: str) -> None:
-        """Delete a finished gather's queue (by cancelling its only consumer) after the late window."""
-        self._running.discard(queue.name)
-
-        async def later() -> None:
-            await asyncio.sleep(self._late_seconds)
-            with contextlib.suppress(*TRANSPORT_ERRORS, RuntimeError):
-                await queue.cancel(tag)
-
-        task = asyncio.create_task(later())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        return self._reply_queues.names()
 
     async def close(self) -> None:
         self._shut_down = True
-        spares = [self._spare[1]] if self._spare is not None else []
-        for task in (*self._retiring, *spares):
-            task.cancel()
-        await asyncio.gather(*self._retiring, *spares, return_exceptions=True)
+        await self._reply_queues.close()
         await self._probe.close()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()  # its exclusive reply queues go with it
@@ -242,7 +183,7 @@ class UsageGatherer:
         return {service: self._service_users.get(service, self.user) for service in services}
 
     def _on_closed(self, _sender: Any, error: BaseException | None = None) -> None:
-        self._generation += 1
+        self._reply_queues.lost()
         self._closed_reason = f"{type(error).__name__}: {error}" if error else "channel closed"
         lost = TransportLost(self._closed_reason, self._clock())
         for session in {id(session): session for session in self._routes.values()}.values():
@@ -291,11 +232,11 @@ class UsageGatherer:
         for request_id in requests.values():
             self._routes[request_id] = session
         sends: list[asyncio.Task[None]] = []
-        consumer: tuple[AbstractQueue, str] | None = None
+        consumer: Consumer | None = None
         try:
             try:
                 channel = await self._ready()
-                consumer = await self._reply_queue(channel)
+                consumer = await self._reply_queues.take(channel)
                 reply_queue = consumer[0]
                 exchange = await channel.get_exchange(self._topology.usage.name, ensure=False)
             except (*TRANSPORT_ERRORS, TransportClosed) as error:
@@ -318,7 +259,7 @@ class UsageGatherer:
                 self._settled.popitem(last=False)
             await drain(session, self._clock)
             if consumer is not None:
-                self._retire(*consumer)
+                self._reply_queues.retire(consumer)
         if on_progress is not None:
             on_progress(session.machine)
         return session.machine
