@@ -23,7 +23,7 @@ from accounting.infra.clock import utc_now
 from accounting.runtime.app import open_store, start_coordinator
 from accounting.runtime.settings import Settings, load_rate_card
 from accounting.service.coordinator import ReportRun
-from accounting.service.replay import ReplayRefused
+from accounting.service.replay import ReplayRefused, replay_card
 from contracts import InvoiceIssued, Period, preview_report_id
 
 
@@ -127,13 +127,11 @@ async def dry_run_replay(
         if latest is None:
             raise ReplayRefused(f"period {period_id} has no report to replay; close the period first")
         completed = await store.latest_completed(period_id)
-        stored_cards = [record.rate_card for record in (latest, completed) if record and record.rate_card]
         current = await store.current_invoices(period_id, latest.revision + 1)
     finally:
         await store.close()
-    chosen = card or (
-        RateCard.model_validate(stored_cards[0]) if stored_cards else load_rate_card(settings.rate_card)
-    )
+    configured = load_rate_card(settings.rate_card)
+    chosen = RateCard.model_validate(replay_card(latest, completed, card, configured))
     preview = await run_preview(settings, chosen, latest.period, on_progress=on_progress)
     priced = {invoice.account_id: invoice for invoice in preview.invoices}
     planned = tuple(planned_corrections(current, priced))

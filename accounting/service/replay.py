@@ -82,7 +82,7 @@ async def plan_replay(
             lease_until=now + coordinator.lease,
             carried_from=carried_from,
             supersedes=None if completed is None else completed.report_id,
-            rate_card=_replay_card(coordinator, latest, completed, card),
+            rate_card=replay_card(latest, completed, card, coordinator.card),
         )
     except ReportExists:
         raise ReplayRefused(
@@ -105,17 +105,18 @@ async def replay(
     return await coordinator.build(await plan_replay(coordinator, period_id, services, force, card))
 
 
-def _replay_card(
-    coordinator: Coordinator, latest: ReportRecord, completed: ReportRecord | None, card: RateCard | None
+def replay_card(
+    latest: ReportRecord, completed: ReportRecord | None, card: RateCard | None, configured: RateCard
 ) -> dict[str, Any]:
-    """The operator's card, else the replaced revision's, else the last issued one's (a revision
-    stored before cards were fixed at acceptance has none), else the coordinator's."""
+    """The card a replay prices with: the operator's, else the replaced revision's, else the last
+    issued one's (a revision stored before cards were fixed at acceptance has none), else the
+    ``configured`` one."""
     if card is not None:
         return card.model_dump(mode="json")
     for record in (latest, completed):
         if record is not None and record.rate_card is not None:
             return record.rate_card
-    return coordinator.card.model_dump(mode="json")
+    return configured.model_dump(mode="json")
 
 
 async def _failed_services(

@@ -6,14 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Table, func, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounting.core.audit import CreditNoteRow, InvoiceRow
-from accounting.core.lifecycle import ReportStatus
 from accounting.store import schema
-
-ISSUED = (ReportStatus.PUBLISHING.value, ReportStatus.COMPLETED.value)
+from accounting.store.invoices import issued_only
 
 
 @dataclass(frozen=True)
@@ -102,18 +100,7 @@ class AuditRepository:
             ).all()
         return [StoredChunk(row.id, row.service, row.seq, row.body, row.sha256) for row in rows]
 
-    async def chunk_count(self, gather_id: int) -> int:
-        chunks = schema.reply_chunks
-        async with self.engine.connect() as connection:
-            found = await connection.execute(select(func.count()).where(chunks.c.gather_id == gather_id))
-            return int(found.scalar_one())
-
 
 def _issued_only(query: Select[Any], table: Table, period_id: str, max_revision: int) -> Select[Any]:
     """``query`` over ``table`` (invoices or credit notes) limited to issued revisions of the period."""
-    reports = schema.reports
-    return (
-        query.join(reports, reports.c.report_id == table.c.report_id)
-        .where(table.c.period_id == period_id, table.c.revision <= max_revision)
-        .where(reports.c.status.in_(ISSUED))
-    )
+    return issued_only(query, table).where(table.c.period_id == period_id, table.c.revision <= max_revision)

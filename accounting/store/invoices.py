@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Select, Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accounting.core.lifecycle import ReportStatus
@@ -37,6 +37,14 @@ from contracts import (
 
 ISSUED = (ReportStatus.PUBLISHING, ReportStatus.COMPLETED)
 """Statuses whose invoices exist for the world (not the batches of a report still being priced)."""
+
+
+def issued_only(query: Select[Any], table: Table) -> Select[Any]:
+    """``query`` over ``table`` (invoices or credit notes) limited to rows of issued reports."""
+    reports = schema.reports
+    return query.join(reports, reports.c.report_id == table.c.report_id).where(
+        reports.c.status.in_([status.value for status in ISSUED])
+    )
 
 
 @dataclass(frozen=True)
@@ -268,12 +276,8 @@ class InvoicesRepository:
 
     async def _issued(self, table: Table, **equal: UUID | str | None) -> list[str]:
         """Bodies of ``table``'s rows of issued reports whose columns equal the given values."""
-        reports = schema.reports
-        query = (
-            select(table.c.body)
-            .join(reports, reports.c.report_id == table.c.report_id)
-            .where(reports.c.status.in_([status.value for status in ISSUED]))
-            .order_by(table.c.period_id, table.c.revision, table.c.account_id)
+        query = issued_only(select(table.c.body), table).order_by(
+            table.c.period_id, table.c.revision, table.c.account_id
         )
         for column, value in equal.items():
             if value is not None:
@@ -294,11 +298,9 @@ class InvoicesRepository:
         among the period's issued revisions before it. A correction revision issues an invoice only
         where the charge changed, so an account's current invoice may be of any earlier revision.
         Accounts in ``(after, upto]`` (None: unbounded) or ``account_id`` alone."""
-        table, reports = schema.invoices, schema.reports
+        table = schema.invoices
         query = (
-            select(table.c.account_id, table.c.body)
-            .join(reports, reports.c.report_id == table.c.report_id)
-            .where(reports.c.status.in_([status.value for status in ISSUED]))
+            issued_only(select(table.c.account_id, table.c.body), table)
             .where(table.c.period_id == period_id, table.c.revision < before_revision)
             .order_by(table.c.account_id, table.c.revision)
         )
