@@ -185,11 +185,15 @@ class InvoiceIssued(Message):
     1.0 reader ignored, so it counted a correction as a second charge: a field that changes what is
     owed cannot be one an old reader may skip, hence the major version (a 1.x reader refuses 2.0
     instead of misreading it). 2.0 also names the ``rate_card`` (its fingerprint) that priced it.
+
+    2.1 (from 2.0) adds ``number``, ``issued_at`` and ``due_at``, set on every invoice it issues:
+    they say when and under which number the invoice was issued, not what is owed, so a 2.0 reader
+    that ignores them charges exactly what it charged before.
     """
 
-    VERSION: ClassVar[str] = "2.0"
+    VERSION: ClassVar[str] = "2.1"
 
-    schema_version: str = "2.0"
+    schema_version: str = "2.1"
     invoice_id: UUID
     report_id: UUID
     revision: int = Field(ge=1)
@@ -204,6 +208,13 @@ class InvoiceIssued(Message):
     a credit note sent before it; None on a first invoice."""
     rate_card: str = Field(min_length=1, max_length=80)
     """Fingerprint of the rate card that priced it (``sha256:…``): same card, same invoice."""
+    number: str | None = Field(default=None, min_length=1, max_length=40)
+    """Its number in the invoice series (``INV-2026-000123``): sequential, gapless, never reused;
+    assigned when the report is approved. None only in a 2.0 body (issued before numbering)."""
+    issued_at: UtcDatetime | None = None
+    """When it was issued (its report approved). None only in a 2.0 body."""
+    due_at: UtcDatetime | None = None
+    """When payment is due: ``issued_at`` plus the seller's payment terms. None only in a 2.0 body."""
 
 
 class CreditNoteIssued(Message):
@@ -232,6 +243,12 @@ class CreditNoteIssued(Message):
     lines: tuple[InvoiceLine, ...]
     subtotal: DecimalString
     total: DecimalString
+    credits_number: str | None = Field(default=None, max_length=40)
+    """The number of the invoice it cancels (None when that invoice had none: issued before 2.1)."""
+    number: str | None = Field(default=None, min_length=1, max_length=40)
+    """Its number in the credit-note series (``CN-2026-000007``), assigned when it is issued."""
+    issued_at: UtcDatetime | None = None
+    """When it was issued (its report approved)."""
 
 
 class ReportCompleted(Message):
@@ -265,6 +282,7 @@ class AbortCode(StrEnum):
     UNPRICED = "unpriced"
     TRANSPORT_LOST = "transport_lost"
     INTERNAL = "internal"
+    REJECTED = "rejected"
 
 
 class AbortReason(Part):
@@ -283,11 +301,12 @@ class ReportAborted(Message):
     2.0 (from 1.1): reason codes are an **open set** — 2.0 added ``internal`` (the coordinator
     itself failed) — and a reader treats a code it does not know as a failure it cannot explain
     further. A 1.x reader validated codes against a closed list and would have refused the event.
+    2.1 added ``rejected`` (a reviewer rejected the draft), which a 2.0 reader takes as such.
     """
 
-    VERSION: ClassVar[str] = "2.0"
+    VERSION: ClassVar[str] = "2.1"
 
-    schema_version: str = "2.0"
+    schema_version: str = "2.1"
     report_id: UUID
     revision: int = Field(ge=1)
     period: Period

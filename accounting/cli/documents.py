@@ -13,9 +13,11 @@ from uuid import UUID
 import typer
 from rich.markup import escape
 
-from accounting.cli.common import ConfigOption, console, fail, store_command
+from accounting.cli.common import ConfigOption, console, fail, settings_from, store_command
 from accounting.documents.loader import load_document
+from accounting.documents.parties import DirectoryError, DocumentContext, find_in_directory
 from accounting.documents.view import Document, InvoiceDocument, render_html, render_pdf
+from accounting.runtime.settings import Settings
 
 
 class DocumentFormat(StrEnum):
@@ -71,7 +73,8 @@ def render(
     found = store_command(config, lambda store: load_document(store, wanted))
     if found is None:
         fail(f"no invoice or credit note {wanted} in the store")
-    body = render_pdf(found) if fmt is DocumentFormat.PDF else render_html(found).encode()
+    context = document_context(settings_from(config), _account(found))
+    body = render_pdf(found, context) if fmt is DocumentFormat.PDF else render_html(found, context).encode()
     if out is None:
         sys.stdout.flush()
         sys.stdout.buffer.write(body)
@@ -85,6 +88,28 @@ def render(
         f"{_kind(found)} {wanted} written to {escape(str(out))} ({fmt.value}, {len(body)} bytes)",
         soft_wrap=True,
     )
+
+
+def document_context(settings: Settings, account_id: str) -> DocumentContext:
+    """The seller, the account's directory entry, the locale and the calendar's time zone."""
+    buyer = None
+    if settings.account_directory is not None:
+        try:
+            buyer = find_in_directory(settings.account_directory, account_id)
+        except DirectoryError as error:
+            fail(str(error))
+    return DocumentContext(
+        seller=settings.seller_party(),
+        buyer=buyer,
+        locale=settings.document_locale,
+        zone=settings.billing_calendar().zone,
+    )
+
+
+def _account(document: Document) -> str:
+    if isinstance(document, InvoiceDocument):
+        return document.invoice.account_id
+    return document.credit_note.account_id
 
 
 def stdout_is_terminal() -> bool:

@@ -18,6 +18,7 @@ import typer
 from rich.markup import escape
 
 from accounting.amqp.scheduler import PeriodNotTaken, close_period, wait_for_coordinator
+from accounting.cli import approval as cli_approval
 from accounting.cli import dlq as cli_dlq
 from accounting.cli import documents as cli_documents
 from accounting.cli import preview as cli_preview
@@ -173,9 +174,12 @@ def demo(
 
 cli_preview.register(app)
 
-reports_app = typer.Typer(help="Inspect and reconcile stored reports.", no_args_is_help=True)
+reports_app = typer.Typer(
+    help="Inspect, reconcile, compare and approve stored reports.", no_args_is_help=True
+)
 app.add_typer(reports_app, name="reports")
 cli_reconcile.register(reports_app)
+cli_approval.register(reports_app)
 invoices_app = typer.Typer(
     help="Inspect stored invoices and credit notes; render them as documents.", no_args_is_help=True
 )

@@ -19,6 +19,7 @@ from accounting.core.corrections import credit_note_for, empty_correction, same_
 from accounting.core.exact import exact_sum
 from accounting.core.invoices import invoice_for, issued
 from accounting.core.normalizer import Converter
+from accounting.core.numbering import DRAFT_CREDIT_NOTE_FIELDS, DRAFT_INVOICE_FIELDS
 from accounting.core.rate_card import RateCard
 from accounting.core.report import ReportKey
 from contracts import InvoiceIssued
@@ -29,7 +30,8 @@ UsageRow = tuple[str, str, str, str, str]
 
 @dataclass(frozen=True)
 class PricedInvoice:
-    """An invoice ready to store and publish: ``body`` is its JSON, serialised once."""
+    """An invoice ready to store: ``body`` is its draft JSON, serialised once; issuing it appends
+    its number and dates (``IssueStamp``)."""
 
     invoice_id: UUID
     account_id: str
@@ -121,7 +123,7 @@ def price_window(
             account_id=account,
             total=invoice.total,
             supersedes=invoice.supersedes,
-            body=invoice.model_dump_json(),
+            body=invoice.model_dump_json(exclude=DRAFT_INVOICE_FIELDS),
         )
         for account, invoice in sorted(invoices.items())
         if issued(invoice, card)
@@ -133,7 +135,7 @@ def price_window(
             credits=note.credits,
             currency=note.currency,
             total=note.total,
-            body=note.model_dump_json(),
+            body=note.model_dump_json(exclude=DRAFT_CREDIT_NOTE_FIELDS),
         )
         for account, old in sorted(superseded.items())
         if account in invoices  # a correction is issued: the old invoice is cancelled

@@ -72,6 +72,7 @@ def credit_note_for(credited: InvoiceIssued, *, report_id: UUID, revision: int) 
         lines=credited.lines,
         subtotal=credited.subtotal,
         total=credited.total,
+        credits_number=credited.number,
     )
 
 

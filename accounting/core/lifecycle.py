@@ -12,11 +12,14 @@ class ReportStatus(StrEnum):
     GATHERING = "gathering"
     NORMALIZING = "normalizing"
     PRICING = "pricing"
+    DRAFT = "draft"
     PUBLISHING = "publishing"
     COMPLETED = "completed"
     ABORTED = "aborted"
 
 
+# A priced report is issued at once (PRICING → PUBLISHING, automatic approval) or waits as a
+# DRAFT for a reviewer, who approves it (→ PUBLISHING) or rejects it (→ ABORTED).
 # A report being built (PENDING to PRICING) may go back to GATHERING: a coordinator that takes
 # over an abandoned report (its builder stopped or died) gathers again from the start.
 TRANSITIONS: dict[ReportStatus, frozenset[ReportStatus]] = {
@@ -25,7 +28,10 @@ TRANSITIONS: dict[ReportStatus, frozenset[ReportStatus]] = {
         {ReportStatus.GATHERING, ReportStatus.NORMALIZING, ReportStatus.ABORTED}
     ),
     ReportStatus.NORMALIZING: frozenset({ReportStatus.GATHERING, ReportStatus.PRICING, ReportStatus.ABORTED}),
-    ReportStatus.PRICING: frozenset({ReportStatus.GATHERING, ReportStatus.PUBLISHING, ReportStatus.ABORTED}),
+    ReportStatus.PRICING: frozenset(
+        {ReportStatus.GATHERING, ReportStatus.DRAFT, ReportStatus.PUBLISHING, ReportStatus.ABORTED}
+    ),
+    ReportStatus.DRAFT: frozenset({ReportStatus.PUBLISHING, ReportStatus.ABORTED}),
     ReportStatus.PUBLISHING: frozenset({ReportStatus.COMPLETED}),
     ReportStatus.COMPLETED: frozenset(),
     ReportStatus.ABORTED: frozenset(),

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 from uuid import UUID
 
-from accounting.documents.view import CreditNoteDocument, Document, InvoiceDocument
+from accounting.documents.model import CreditNoteDocument, Document, InvoiceDocument
 from accounting.store.reports import ReportRecord
 from contracts import CreditNoteIssued, InvoiceIssued, invoice_id
 
 T = TypeVar("T")
+
+MAX_CHAIN = 10_000
+"""More corrections of one account's invoice than any period has revisions: a loop in the store."""
 
 
 class DocumentSource(Protocol):
@@ -24,6 +27,7 @@ class DocumentSource(Protocol):
         period_id: str | None = None,
         invoice_id: UUID | None = None,
         account_id: str | None = None,
+        drafts: bool = False,
     ) -> list[InvoiceIssued]: ...
 
     async def credit_notes(
@@ -33,16 +37,17 @@ class DocumentSource(Protocol):
         period_id: str | None = None,
         credit_note_id: UUID | None = None,
         credits: UUID | None = None,
+        drafts: bool = False,
     ) -> list[CreditNoteIssued]: ...
 
 
 async def load_document(store: DocumentSource, document_id: UUID) -> Document | None:
     """The invoice or credit note ``document_id`` with the corrections around it; None if neither
-    is in the store (only issued documents are: of reports publishing or completed)."""
-    invoices = await store.invoices(invoice_id=document_id)
+    is in the store (issued documents, and a draft's: rendered as DRAFT)."""
+    invoices = await store.invoices(invoice_id=document_id, drafts=True)
     if invoices:
         return await _invoice_document(store, invoices[0])
-    notes = await store.credit_notes(credit_note_id=document_id)
+    notes = await store.credit_notes(credit_note_id=document_id, drafts=True)
     if notes:
         return await _credit_note_document(store, notes[0])
     return None
@@ -63,7 +68,23 @@ async def _invoice_document(store: DocumentSource, invoice: InvoiceIssued) -> In
         credit_note=credit_note,
         credited_by=credited_by,
         corrected_by=corrected_by,
+        owed_now=None if corrected_by is None else await _owed_now(store, corrected_by),
     )
+
+
+async def _owed_now(store: DocumentSource, correction: InvoiceIssued) -> InvoiceIssued | None:
+    """The end of the chain of corrections from ``correction``: the first invoice no credit note
+    cancels (what the account owes now), or None when the chain ends in a cancellation."""
+    current = correction
+    for _ in range(MAX_CHAIN):
+        cancelled_by = _first(await store.credit_notes(credits=current.invoice_id))
+        if cancelled_by is None:
+            return current
+        following = await _correction(store, cancelled_by)
+        if following is None:
+            return None
+        current = following
+    raise RuntimeError(f"invoice {correction.invoice_id}: more than {MAX_CHAIN} corrections in a row")
 
 
 async def _credit_note_document(store: DocumentSource, note: CreditNoteIssued) -> CreditNoteDocument:

@@ -1,28 +1,38 @@
 """The PDF drawing of a :class:`~accounting.documents.view.DocumentView`, with fpdf2 (pure Python).
 
-**Font.** The PDF uses fpdf2's core font Helvetica: nothing to embed, nothing to ship, no font
-file that must exist at run time. Core fonts are written with WinAnsiEncoding, so the text is
-encoded as cp1252 (Latin-1 plus the euro sign, curly quotes, dashes, the ellipsis and a few more),
-which covers the account ids, currency codes and descriptions Reckon writes. A character outside
-cp1252 (or a control character) is neither dropped nor guessed at: it is written as ``<U+XXXX>``,
-so two different account ids never print the same, and the page then says so in a footnote. The
-PDF's title and subject (Unicode in the document information) carry the document id and the
-account id exactly, and the HTML rendition shows every character as stored.
+**Fonts.** DejaVu Sans (shipped in ``fonts/``, Bitstream Vera licence) with Noto Sans CJK JP as
+its fallback (SIL Open Font License 1.1, the data-only wheels ``noto-cjk-sans-jp-regular`` and
+``-bold``), each embedded as a subset of the glyphs a document uses: Latin with its extensions,
+Greek, Cyrillic, Hebrew, Chinese, Japanese and Korean print as stored. A character neither font
+has a glyph for (or a control character) is neither dropped nor guessed at: it is written as
+``<U+XXXX>``, so two different account ids never print the same, and the page then says so in a
+footnote. The PDF's title and subject (Unicode in the document information) carry the document
+id and the account id exactly, and the HTML rendition shows every character as stored.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from functools import cache
+from importlib.resources import as_file, files
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fontTools.ttLib import TTFont
 from fpdf import FPDF, FontFace
 from fpdf.enums import Align, TableBordersLayout, XPos, YPos
 
 if TYPE_CHECKING:
     from accounting.documents.view import DocumentView
 
-ENCODING = "cp1252"
-"""What fpdf2's core fonts are written in (their PDF encoding is WinAnsiEncoding)."""
-FONT = "Helvetica"
+FONT = "DejaVuSans"
+FALLBACK = "NotoSansCJK"
+_FONT_FILES = {
+    (FONT, ""): ("accounting.documents", "fonts/DejaVuSans.ttf"),
+    (FONT, "B"): ("accounting.documents", "fonts/DejaVuSans-Bold.ttf"),
+    (FALLBACK, ""): ("noto_cjk_sans_jp_regular", "NotoSansCJKjp-Regular.otf"),
+    (FALLBACK, "B"): ("noto_cjk_sans_jp_bold", "NotoSansCJKjp-Bold.otf"),
+}
 _LINE_COLUMNS = ("Description", "Item", "Tier", "Quantity", "Unit", "Unit price", "Amount")
 _LINE_WIDTHS = (29, 12, 5, 19, 12, 11, 12)
 _LINE_ALIGN = ("LEFT", "LEFT", "RIGHT", "RIGHT", "LEFT", "RIGHT", "RIGHT")
@@ -38,8 +48,9 @@ class PdfText:
 
     def __call__(self, text: str) -> str:
         out: list[str] = []
+        covered = _covered()
         for char in text:
-            if char.isprintable() and _encodable(char):
+            if (char.isprintable() or unicodedata.category(char) == "Zs") and ord(char) in covered:
                 out.append(char)
             elif char in "\n\t":
                 out.append(" ")
@@ -49,19 +60,32 @@ class PdfText:
         return "".join(out)
 
 
-def _encodable(char: str) -> bool:
-    try:
-        char.encode(ENCODING)
-    except UnicodeEncodeError:
-        return False
-    return True
+@cache
+def _font_path(family: str, style: str) -> Path:
+    package, name = _FONT_FILES[family, style]
+    with as_file(files(package) / name) as path:  # installed as files: no copy is made
+        return Path(path)
+
+
+@cache
+def _covered() -> frozenset[int]:
+    """The code points the fonts have a glyph for, in both styles (a document uses both)."""
+    regular = {family: set(_cmap(family, "")) & set(_cmap(family, "B")) for family in (FONT, FALLBACK)}
+    return frozenset(regular[FONT] | regular[FALLBACK])
+
+
+def _cmap(family: str, style: str) -> dict[int, str]:
+    cmap: dict[int, str] = TTFont(_font_path(family, style), lazy=True).getBestCmap()
+    return cmap
 
 
 class _DocumentPdf(FPDF):
     def __init__(self, footer_text: str) -> None:
         super().__init__(orientation="portrait", unit="mm", format="A4")
         self.footer_text = footer_text
-        self.core_fonts_encoding = ENCODING
+        for family, style in _FONT_FILES:
+            self.add_font(family, style, _font_path(family, style))
+        self.set_fallback_fonts([FALLBACK], exact_match=False)
 
     def footer(self) -> None:
         self.set_y(-12)
@@ -89,12 +113,13 @@ def render_view_pdf(view: DocumentView) -> bytes:
         pdf.cell(0, 9, text(view.banner), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.set_text_color(0)
     pdf.set_font(FONT, style="B", size=15)
-    pdf.multi_cell(0, 8, text(f"{view.heading} {view.document_id}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.multi_cell(0, 8, text(view.heading), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(2)
+    _parties(pdf, view, text)
 
-    pdf.set_font(FONT, size=9)
+    pdf.set_font(FONT, size=8)
     with pdf.table(
-        col_widths=(27, 73),
+        col_widths=(22, 78),
         borders_layout=TableBordersLayout.NONE,
         first_row_as_headings=False,
         text_align="LEFT",
@@ -156,11 +181,11 @@ def render_view_pdf(view: DocumentView) -> bytes:
         line_height=6,
     ) as totals:
         pdf.set_font(FONT, size=10)
-        totals.row([text("Subtotal"), text(f"{view.subtotal} {view.currency}")])
+        totals.row([text("Subtotal"), text(view.subtotal)])
         bold = FontFace(emphasis="BOLD")
         row = totals.row(style=bold)
         row.cell(text(view.total_label))
-        row.cell(text(f"{view.total} {view.currency}"))
+        row.cell(text(view.total))
 
     if text.replaced:
         pdf.ln(4)
@@ -175,3 +200,24 @@ def render_view_pdf(view: DocumentView) -> bytes:
             new_y=YPos.NEXT,
         )
     return bytes(pdf.output())
+
+
+def _parties(pdf: FPDF, view: DocumentView, text: PdfText) -> None:
+    """The seller (when configured) and the buyer side by side, each under its label."""
+    pdf.set_font(FONT, size=9)
+    columns = [("From", view.seller), ("To", view.buyer)] if view.seller else [("To", view.buyer)]
+    with pdf.table(
+        col_widths=(1,) * len(columns),
+        width=90 * len(columns),
+        borders_layout=TableBordersLayout.NONE,
+        first_row_as_headings=False,
+        text_align="LEFT",
+        line_height=5,
+    ) as parties:
+        labels = parties.row(style=FontFace(color=_GREY))
+        for label, _ in columns:
+            labels.cell(text(label))
+        names = parties.row()
+        for _, lines in columns:
+            names.cell("\n".join(text(line) for line in lines))
+    pdf.ln(2)

@@ -24,6 +24,7 @@ from accounting.core.rate_card import RateCard
 from accounting.infra.clock import Clock, utc_now
 from accounting.infra.supervisor import TaskHealth, supervise
 from accounting.runtime.settings import Settings, load_rate_card
+from accounting.service.approval import approve_overdue
 from accounting.service.coordinator import Coordinator, ReportRun
 from accounting.service.period_consumer import PeriodConsumer
 from accounting.service.relay import OutboxRelay
@@ -153,8 +154,17 @@ class CoordinatorApp:
             self.period_consumer.ok()
 
     async def _resume_loop(self) -> None:
+        """Take over abandoned reports and, with ``auto_approve_after_seconds``, approve the
+        drafts that waited that long."""
+        overdue = self.settings.auto_approve_after_seconds
         while not self._stop.is_set():
             await self.coordinator.resume_abandoned()
+            if overdue is not None and not self.coordinator.previews:
+                approved = await approve_overdue(
+                    self.store, self.coordinator.numbering, timedelta(seconds=overdue), utc_now()
+                )
+                if approved:
+                    self.relay.wake()
             self.resumer.ok()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.resume_every_seconds)
@@ -268,6 +278,8 @@ async def start_coordinator(
             on_stored=relay.wake,
             calendar=settings.billing_calendar(),
             previews=previews,
+            numbering=settings.numbering(),
+            approval=settings.approval,
         )
         app = CoordinatorApp(settings, connection, store, coordinator, publisher, gatherer, relay)
         if background:

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_settings import (
     NoDecode,
     SettingsConfigDict,
@@ -14,7 +14,9 @@ from pydantic_settings import (
 
 from accounting.amqp.topology import DeadLetters
 from accounting.core.calendar import BillingCalendar, time_zone
+from accounting.core.numbering import Numbering, prefix_problem
 from accounting.core.rate_card import RateCard
+from accounting.documents.parties import Party, locale_problem, party
 from accounting.runtime.config_checks import (
     parse_service_users,
     service_name_problem,
@@ -25,6 +27,19 @@ from transport.settings import BrokerClientSettings, config_path
 from transport.settings import load_settings as load_from
 
 MiB = 1024 * 1024
+
+
+class SellerSettings(BaseModel):
+    """Who issues the invoices, as printed on every document (``[seller]`` in the config file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    legal_name: str = Field(min_length=1, max_length=200)
+    address: tuple[Annotated[str, Field(max_length=200)], ...] = Field(default=(), max_length=8)
+    """Address lines, in the order printed."""
+    tax_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The seller's VAT or tax number (an EU invoice must show it)."""
+    email: str | None = Field(default=None, max_length=200)
 
 
 class Settings(BrokerClientSettings):
@@ -67,6 +82,26 @@ class Settings(BrokerClientSettings):
     settle_seconds: float = Field(default=600.0, ge=0, le=31 * 86_400)
     """How long after a period ends it may be closed, so usage recorded late inside the
     sub-services is in (the CronJob runs at 00:30 on the 1st: keep this below 30 minutes)."""
+    approval: Literal["auto", "manual"] = "auto"
+    """``auto``: a priced report is issued at once. ``manual``: it waits as a draft (stored,
+    reconcilable, nothing numbered or published) until ``reckon reports approve PERIOD``."""
+    auto_approve_after_seconds: float | None = Field(default=None, gt=0, le=90 * 86_400)
+    """With ``manual`` approval, a draft nobody approved or rejected within this many seconds is
+    approved automatically (recorded as ``auto_approve_after``). None: it waits for a reviewer."""
+    invoice_number_prefix: str = "INV-{year}-"
+    """The invoice series: ``INV-{year}-`` numbers ``INV-2026-000123``, from 1 each year of issue."""
+    credit_note_number_prefix: str = "CN-{year}-"
+    number_digits: int = Field(default=6, ge=1, le=12)
+    """Digits of the sequence in a number (zero-padded; a longer sequence just grows)."""
+    payment_terms_days: int = Field(default=30, ge=0, le=365)
+    """An invoice is due this many days after it is issued (its ``due_at``)."""
+    seller: SellerSettings | None = None
+    """The seller printed on invoices and credit notes; unset: documents name no seller."""
+    account_directory: Path | None = None
+    """A CSV file of the buyers (``account_id,name,address,tax_id,email``; ``address`` may span
+    lines), read when a document is rendered; an account not in it is named by its id alone."""
+    document_locale: str = "en"
+    """How documents write money and dates (a CLDR locale: ``en``, ``de_DE``, ``fr_FR``, ``ja``)."""
     dead_letters: DeadLetters = "arguments"
     """How the coordinator's queues get their dead-letter exchange: ``"arguments"`` (declared with
     ``x-dead-letter-exchange``, which needs write on ``billing.dlx``: one user for everything, in
@@ -132,6 +167,44 @@ class Settings(BrokerClientSettings):
     def _valid_time_zone(cls, value: str) -> str:
         time_zone(value)
         return value
+
+    @field_validator("invoice_number_prefix", "credit_note_number_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        problem = prefix_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("credit_note_number_prefix")
+    @classmethod
+    def _series_apart(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("invoice_number_prefix"):
+            raise ValueError("must differ from invoice_number_prefix: each document kind has its own series")
+        return value
+
+    @field_validator("document_locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        problem = locale_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    def seller_party(self) -> Party | None:
+        seller = self.seller
+        return (
+            None if seller is None else party(seller.legal_name, seller.address, seller.tax_id, seller.email)
+        )
+
+    def numbering(self) -> Numbering:
+        return Numbering(
+            invoice_prefix=self.invoice_number_prefix,
+            credit_note_prefix=self.credit_note_number_prefix,
+            digits=self.number_digits,
+            payment_terms=timedelta(days=self.payment_terms_days),
+            zone=time_zone(self.calendar_time_zone),
+        )
 
     def billing_calendar(self) -> BillingCalendar:
         return BillingCalendar(time_zone(self.calendar_time_zone), timedelta(seconds=self.settle_seconds))

@@ -13,7 +13,7 @@ from operator import attrgetter
 from accounting.core.audit import Balance, Revision, audit_account
 from accounting.core.reconcile import Problem
 from accounting.service.queries import card_fingerprint
-from accounting.service.reconcile import ISSUED, Target
+from accounting.service.reconcile import ISSUED, RECONCILABLE, Target
 from accounting.store.replies import body_digest
 from accounting.store.repository import ReportStore
 
@@ -45,12 +45,13 @@ async def audit_documents(
     revisions = {
         record.revision: Revision(record.report_id, record.period, card_fingerprint(record.rate_card))
         for record in await store.list_reports(period.period_id)
-        if record.status in ISSUED and record.revision <= target.record.revision
+        if record.status in (RECONCILABLE if target.draft else ISSUED)
+        and record.revision <= target.record.revision
     }
     after = ""
     while True:
         invoices, notes, upto = await store.documents_window(
-            period.period_id, target.record.revision, after, WINDOW_ACCOUNTS, account
+            period.period_id, target.record.revision, after, WINDOW_ACCOUNTS, account, drafts=target.draft
         )
         notes_of = {name: list(group) for name, group in groupby(notes, key=attrgetter("account_id"))}
         for name, group in groupby(invoices, key=attrgetter("account_id")):

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 from uuid import UUID
 
 import aio_pika
@@ -24,6 +25,7 @@ from accounting.core.calendar import UTC_MONTHS, BillingCalendar
 from accounting.core.gather import Gather
 from accounting.core.gather_answers import ServiceOutcome, ServiceState
 from accounting.core.lifecycle import ReportHistory, ReportStatus
+from accounting.core.numbering import DEFAULT_NUMBERING, Numbering
 from accounting.core.rate_card import RateCard
 from accounting.core.report import Aborted, ReportKey, ReportOutcome, aborted
 from accounting.infra import metrics
@@ -82,7 +84,8 @@ class PeriodRefused(Exception):
 
 class Coordinator:
     """Builds reports: PENDING → GATHERING → NORMALIZING → PRICING → PUBLISHING (→ COMPLETED by
-    the relay) or ABORTED, every transition stored with its reason and logged with the report id.
+    the relay), or → DRAFT (awaiting approval, ``approval = "manual"``), or ABORTED, every
+    transition stored with its reason and logged with the report id.
     """
 
     def __init__(
@@ -104,12 +107,18 @@ class Coordinator:
         on_stored: Callable[[], None] | None = None,
         calendar: BillingCalendar = UTC_MONTHS,
         previews: bool = False,
+        numbering: Numbering = DEFAULT_NUMBERING,
+        approval: Literal["auto", "manual"] = "auto",
     ) -> None:
         self.services = tuple(services)
         self.calendar = calendar
         """Which periods exist and when each may be closed."""
         self.previews = previews
-        """Builds previews (in the preview store): their invoices get ids no issued one has."""
+        """Builds previews (in the preview store): their invoices get ids and numbers no issued
+        one has, and are never drafts."""
+        self.numbering = numbering.for_preview() if previews else numbering
+        self.approval = "auto" if previews else approval
+        """``manual``: a priced report waits as a DRAFT until ``reckon reports approve``."""
         self.deadline = deadline
         self.card = card
         self.store = store
@@ -295,6 +304,7 @@ class Coordinator:
             self._clock,
             self._pricing_page,
             processes=self._pricing_processes,
+            numbering=self.numbering if self.approval == "auto" else None,
         )
         return gather, await pricer.run(key, gather_id, record.supersedes)
 

@@ -28,6 +28,7 @@ from accounting.core.billing import PricedWindow, UsageRow, converter_for, price
 from accounting.core.exact import exact_add
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.normalizer import Converter
+from accounting.core.numbering import DEFAULT_NUMBERING, Numbering
 from accounting.core.rate_card import RateCard
 from accounting.core.report import ReportKey, ReportOutcome, aborted, completed
 from accounting.store.repository import ReportStore, StagedCreditNote, StagedInvoice
@@ -59,7 +60,8 @@ class StageTimes:
 
 
 class Pricer:
-    """Moves a gathered report through NORMALIZING and PRICING to PUBLISHING (or ABORTED)."""
+    """Moves a gathered report through NORMALIZING and PRICING to PUBLISHING (issued at once) or
+    DRAFT (awaiting approval), or to ABORTED."""
 
     def __init__(
         self,
@@ -69,6 +71,7 @@ class Pricer:
         clock: Callable[[], datetime],
         page_records: int = PAGE_RECORDS,
         processes: int = 0,
+        numbering: Numbering | None = DEFAULT_NUMBERING,
     ) -> None:
         self._store = store
         self._card = card
@@ -77,6 +80,8 @@ class Pricer:
         self._page = page_records
         self._processes = anyio.CapacityLimiter(processes) if processes > 0 else None
         self._in_flight = max(processes, 1) + 1
+        self._numbering = numbering
+        """How issued documents are numbered; None: the priced report waits as a draft."""
 
     async def run(self, key: ReportKey, gather_id: int, supersedes: UUID | None) -> ReportOutcome:
         store, owner, card = self._store, self._owner, self._card
@@ -91,6 +96,7 @@ class Pricer:
             log.warning("report %s period %s → aborted: %s", key.report_id, key.period.period_id, why)
             return failed
         records = sum(count for *_, count in kinds)
+        issued_now = self._numbering is not None
         await self._move(key, ReportStatus.PRICING, f"{records} records")
         await store.clear_staged(key.report_id, owner)
         times = StageTimes()
@@ -100,15 +106,31 @@ class Pricer:
         outcome = completed(key, card, invoices=invoices, total=total, records=records)
         credited = f", {credit_notes} credit notes" if credit_notes else ""
         summary = f"{invoices} invoices{credited}, total {outcome.report.total} {card.currency} ({times})"
-        await store.finish_completed(
+        issued = await store.finish_completed(
             key.report_id,
             outcome.report,
             self._clock(),
-            summary,
+            summary if issued_now else f"awaits approval: {summary}",
             owner=owner,
             rate_card=card.model_dump(mode="json"),
+            numbering=self._numbering,
         )
-        log.info("report %s period %s → publishing: %s", key.report_id, key.period.period_id, summary)
+        if issued is None:
+            log.info(
+                "report %s period %s → draft, awaits approval: %s",
+                key.report_id,
+                key.period.period_id,
+                summary,
+            )
+        else:
+            numbers = ", ".join(f"{first}…{last}" for first, last in issued.ranges)
+            log.info(
+                "report %s period %s → publishing: %s; numbered %s",
+                key.report_id,
+                key.period.period_id,
+                summary,
+                numbers or "nothing",
+            )
         return outcome
 
     async def _price_windows(

@@ -30,6 +30,7 @@ PAGE_RECORDS = 20_000
 """Records read per page (the pricer's window): a query amortised, memory flat."""
 
 ISSUED = (ReportStatus.PUBLISHING, ReportStatus.COMPLETED)
+RECONCILABLE = (*ISSUED, ReportStatus.DRAFT)
 
 
 class CannotReconcile(Exception):
@@ -46,15 +47,23 @@ class Target:
     gather_id: int
 
     @property
+    def draft(self) -> bool:
+        """A draft awaiting approval: its documents are read as if issued."""
+        return self.record.status is ReportStatus.DRAFT
+
+    @property
     def report_total(self) -> Decimal:
         assert self.record.total is not None  # checked by ``find_target``
         return self.record.total
 
 
 async def find_target(store: ReportStore, period_id: str, revision: int | None = None) -> Target:
-    """The report to reconcile: ``revision`` of the period, or its newest completed revision."""
+    """The report to reconcile: ``revision`` of the period, else its draft awaiting approval, else
+    its newest completed revision."""
     if revision is None:
-        record = await store.latest_completed(period_id)
+        latest = await store.latest(period_id)
+        draft = latest if latest is not None and latest.status is ReportStatus.DRAFT else None
+        record = draft or await store.latest_completed(period_id)
         if record is None:
             latest = await store.latest(period_id)
             if latest is None:
@@ -69,7 +78,7 @@ async def find_target(store: ReportStore, period_id: str, revision: int | None =
             raise CannotReconcile(f"no report for period {period_id} revision {revision}")
         record = found
     name = f"report {period_id} revision {record.revision}"
-    if record.status not in ISSUED:
+    if record.status not in RECONCILABLE:
         raise CannotReconcile(f"{name} is {record.status.value}: it issued no invoices to reconcile")
     if record.rate_card is None or record.total is None:
         raise CannotReconcile(f"{name} has no stored rate card or total (priced before they were kept)")
@@ -117,7 +126,9 @@ async def _current(store: ReportStore, target: Target, **accounts: str | None) -
     """Each account's current invoice as of the reconciled revision: a correction issues only what
     changed, so the invoice an account owes may be of an earlier revision."""
     record = target.record
-    return await store.current_invoices(record.period.period_id, record.revision + 1, **accounts)
+    return await store.current_invoices(
+        record.period.period_id, record.revision + 1, drafts=target.draft, **accounts
+    )
 
 
 async def reconcile(store: ReportStore, target: Target, *, account: str | None = None) -> Totals:

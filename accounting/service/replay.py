@@ -49,6 +49,12 @@ async def plan_replay(
             f"answers of its other services (until {latest.lease_until:%H:%M:%S} UTC at the latest), "
             "so a replay can reuse them; try again then"
         )
+    if latest.status is ReportStatus.DRAFT:
+        raise ReplayRefused(
+            f"period {period_id} revision {latest.revision} is a draft awaiting approval: approve it "
+            f"(reckon reports approve {period_id}) or reject it (reckon reports reject {period_id} "
+            "--reason ...) first"
+        )
     if latest.status is ReportStatus.PUBLISHING:
         raise ReplayRefused(
             f"period {period_id} revision {latest.revision} is still publishing its invoices; "

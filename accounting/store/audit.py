@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounting.core.audit import CreditNoteRow, InvoiceRow
 from accounting.store import schema
-from accounting.store.invoices import issued_only
+from accounting.store.issued import issued_only
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,23 @@ class AuditRepository:
     engine: AsyncEngine
 
     async def documents_window(
-        self, period_id: str, max_revision: int, after: str, limit: int, account: str | None = None
+        self,
+        period_id: str,
+        max_revision: int,
+        after: str,
+        limit: int,
+        account: str | None = None,
+        *,
+        drafts: bool = False,
     ) -> tuple[list[InvoiceRow], list[CreditNoteRow], str | None]:
         """Invoices and credit notes of issued revisions up to ``max_revision`` of the period, for
         the next ``limit`` accounts after ``after`` (in account order; ``account`` alone when
-        given), and the last of those accounts (None: no more accounts)."""
+        given), and the last of those accounts (None: no more accounts). With ``drafts``, a draft's
+        documents are read as if issued (reconciling the draft)."""
         invoices, notes = schema.invoices, schema.credit_notes
-        wanted = _issued_only(select(invoices.c.account_id).distinct(), invoices, period_id, max_revision)
+        wanted = _issued_only(
+            select(invoices.c.account_id).distinct(), invoices, period_id, max_revision, drafts
+        )
         if account is not None:
             wanted = wanted.where(invoices.c.account_id == account)
         wanted = wanted.where(invoices.c.account_id > after).order_by(invoices.c.account_id).limit(limit)
@@ -44,14 +54,14 @@ class AuditRepository:
             upto = accounts[-1]
             invoice_rows = (
                 await connection.execute(
-                    _issued_only(select(invoices), invoices, period_id, max_revision)
+                    _issued_only(select(invoices), invoices, period_id, max_revision, drafts)
                     .where(invoices.c.account_id > after, invoices.c.account_id <= upto)
                     .order_by(invoices.c.account_id, invoices.c.revision)
                 )
             ).all()
             note_rows = (
                 await connection.execute(
-                    _issued_only(select(notes), notes, period_id, max_revision)
+                    _issued_only(select(notes), notes, period_id, max_revision, drafts)
                     .where(notes.c.account_id > after, notes.c.account_id <= upto)
                     .order_by(notes.c.account_id, notes.c.revision)
                 )
@@ -101,6 +111,10 @@ class AuditRepository:
         return [StoredChunk(row.id, row.service, row.seq, row.body, row.sha256) for row in rows]
 
 
-def _issued_only(query: Select[Any], table: Table, period_id: str, max_revision: int) -> Select[Any]:
+def _issued_only(
+    query: Select[Any], table: Table, period_id: str, max_revision: int, drafts: bool
+) -> Select[Any]:
     """``query`` over ``table`` (invoices or credit notes) limited to issued revisions of the period."""
-    return issued_only(query, table).where(table.c.period_id == period_id, table.c.revision <= max_revision)
+    return issued_only(query, table, drafts=drafts).where(
+        table.c.period_id == period_id, table.c.revision <= max_revision
+    )

@@ -1,10 +1,11 @@
 """A report's invoices, credit notes and the events that finish it, written with their outbox rows.
 
 Invoices (and, in a forced replay, the credit notes cancelling what they correct) are written in
-batches while a report is priced, with outbox rows the relay cannot see yet (``ready`` false); the
-transaction that moves the report to PUBLISHING makes them all visible
-at once, with the report's own event (``final``) after them. So a report's invoices go out all or
-none, and an aborted report never has any.
+batches while a report is priced, as draft bodies with outbox rows the relay cannot see yet
+(``ready`` false); the transaction that moves the report to PUBLISHING numbers and dates them and
+makes them all visible at once, with the report's own event (``final``) after them. A report
+that waits for approval stays a DRAFT, stored whole and unnumbered, until then. So a report's
+invoices go out all or none, and an aborted report never has any.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, Table, delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accounting.core.lifecycle import ReportStatus
+from accounting.core.numbering import DEFAULT_NUMBERING, Numbering
 from accounting.store import schema
 from accounting.store.engine import fence, insert_rows, refresh_statistics
+from accounting.store.issuing import Approval, Issued, issue_documents, record_approval
 from accounting.store.reports import ACTIVE, transition
 from contracts import (
     ROUTING_CREDIT_NOTE_ISSUED,
@@ -35,16 +38,8 @@ from contracts import (
     ReportCompleted,
 )
 
-ISSUED = (ReportStatus.PUBLISHING, ReportStatus.COMPLETED)
-"""Statuses whose invoices exist for the world (not the batches of a report still being priced)."""
-
-
-def issued_only(query: Select[Any], table: Table) -> Select[Any]:
-    """``query`` over ``table`` (invoices or credit notes) limited to rows of issued reports."""
-    reports = schema.reports
-    return query.join(reports, reports.c.report_id == table.c.report_id).where(
-        reports.c.status.in_([status.value for status in ISSUED])
-    )
+AUTOMATIC = "auto"
+"""Who approved a report issued without a reviewer (``approval = "auto"``)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +109,7 @@ class InvoicesRepository:
         """Drop the invoice batches of an earlier attempt at pricing this report."""
         async with self.engine.begin() as connection:
             await fence(connection, report_id, owner, (ReportStatus.PRICING,))
-            await _drop_staged(connection, report_id)
+            await drop_staged(connection, report_id)
 
     async def stage_invoices(
         self,
@@ -186,19 +181,22 @@ class InvoicesRepository:
         *,
         owner: str | None = None,
         rate_card: Mapping[str, Any] | None = None,
-    ) -> None:
-        """PRICING → PUBLISHING: the staged invoices become visible to the relay, ReportCompleted
-        is queued after them, and the rate card that priced them is kept with the report."""
+        numbering: Numbering | None = DEFAULT_NUMBERING,
+    ) -> Issued | None:
+        """PRICING → PUBLISHING, approved automatically: the staged documents are numbered and
+        dated with ``numbering`` and become visible to the relay, with ReportCompleted queued after
+        them. With ``numbering`` None, PRICING → DRAFT instead: everything is stored, nothing is
+        numbered or ready until the draft is approved. Either way the rate card that priced the
+        report is kept with it."""
         async with self.engine.begin() as connection:
             if owner is not None:
                 await fence(connection, report_id, owner, (ReportStatus.PRICING,))
-            await enqueue(connection, report_id, ROUTING_REPORT_COMPLETED, completed, at)
-            outbox = schema.outbox
-            await connection.execute(
-                update(outbox)
-                .where(outbox.c.report_id == str(report_id), outbox.c.ready.is_(False))
-                .values(ready=True)
-            )
+            draft = numbering is None
+            await enqueue(connection, report_id, ROUTING_REPORT_COMPLETED, completed, at, ready=not draft)
+            issued = None
+            if numbering is not None:
+                issued = await issue_documents(connection, report_id, numbering, at)
+                await record_approval(connection, Approval(report_id, "approved", AUTOMATIC, at))
             await connection.execute(
                 update(schema.reports)
                 .where(schema.reports.c.report_id == str(report_id))
@@ -208,8 +206,10 @@ class InvoicesRepository:
                     rate_card=None if rate_card is None else dict(rate_card),
                 )
             )
-            await transition(connection, report_id, ReportStatus.PUBLISHING, at, reason, owner=owner)
+            status = ReportStatus.DRAFT if draft else ReportStatus.PUBLISHING
+            await transition(connection, report_id, status, at, reason, owner=owner)
         await refresh_statistics(self.engine, schema.outbox, schema.invoices)
+        return issued
 
     async def finish_aborted(
         self,
@@ -227,7 +227,7 @@ class InvoicesRepository:
         async with self.engine.begin() as connection:
             if owner is not None:
                 await fence(connection, report_id, owner, ACTIVE)
-            await _drop_staged(connection, report_id)
+            await drop_staged(connection, report_id)
             await enqueue(connection, report_id, ROUTING_REPORT_ABORTED, aborted, at)
             await transition(
                 connection,
@@ -239,87 +239,18 @@ class InvoicesRepository:
                 lease_until=collect_until,
             )
 
-    async def invoices(
-        self,
-        *,
-        report_id: UUID | None = None,
-        period_id: str | None = None,
-        invoice_id: UUID | None = None,
-        account_id: str | None = None,
-    ) -> list[InvoiceIssued]:
-        """Issued invoices (of reports publishing or completed), by report, period, id or account."""
-        table = schema.invoices
-        bodies = await self._issued(
-            table,
-            report_id=report_id,
-            period_id=period_id,
-            invoice_id=invoice_id,
-            account_id=account_id,
-        )
-        return [InvoiceIssued.model_validate_json(body) for body in bodies]
-
-    async def credit_notes(
-        self,
-        *,
-        report_id: UUID | None = None,
-        period_id: str | None = None,
-        credit_note_id: UUID | None = None,
-        credits: UUID | None = None,
-    ) -> list[CreditNoteIssued]:
-        """Issued credit notes (of reports publishing or completed), by report, period, id, or the
-        invoice they cancel."""
-        table = schema.credit_notes
-        bodies = await self._issued(
-            table, report_id=report_id, period_id=period_id, credit_note_id=credit_note_id, credits=credits
-        )
-        return [CreditNoteIssued.model_validate_json(body) for body in bodies]
-
-    async def _issued(self, table: Table, **equal: UUID | str | None) -> list[str]:
-        """Bodies of ``table``'s rows of issued reports whose columns equal the given values."""
-        query = issued_only(select(table.c.body), table).order_by(
-            table.c.period_id, table.c.revision, table.c.account_id
-        )
-        for column, value in equal.items():
-            if value is not None:
-                query = query.where(table.c[column] == str(value))
-        async with self.engine.connect() as connection:
-            return [row.body for row in (await connection.execute(query)).all()]
-
-    async def current_invoices(
-        self,
-        period_id: str,
-        before_revision: int,
-        *,
-        after: str | None = None,
-        upto: str | None = None,
-        account_id: str | None = None,
-    ) -> dict[str, InvoiceIssued]:
-        """Account → the invoice it owes now as of ``before_revision`` (excluded): its newest
-        among the period's issued revisions before it. A correction revision issues an invoice only
-        where the charge changed, so an account's current invoice may be of any earlier revision.
-        Accounts in ``(after, upto]`` (None: unbounded) or ``account_id`` alone."""
-        table = schema.invoices
-        query = (
-            issued_only(select(table.c.account_id, table.c.body), table)
-            .where(table.c.period_id == period_id, table.c.revision < before_revision)
-            .order_by(table.c.account_id, table.c.revision)
-        )
-        if account_id is not None:
-            query = query.where(table.c.account_id == account_id)
-        if after is not None:
-            query = query.where(table.c.account_id > after)
-        if upto is not None:
-            query = query.where(table.c.account_id <= upto)
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        newest = {row.account_id: row.body for row in rows}  # in revision order: the newest wins
-        return {account: InvoiceIssued.model_validate_json(body) for account, body in newest.items()}
-
 
 async def enqueue(
-    connection: AsyncConnection, report_id: UUID, routing_key: str, message: Message, at: datetime
+    connection: AsyncConnection,
+    report_id: UUID,
+    routing_key: str,
+    message: Message,
+    at: datetime,
+    *,
+    ready: bool = True,
 ) -> None:
-    """Queue a report's own event, relayed after every other row of the report."""
+    """Queue a report's own event, relayed after every other row of the report (a draft's waits,
+    not ``ready``, until it is approved)."""
     await connection.execute(
         schema.outbox.insert().values(
             report_id=str(report_id),
@@ -331,7 +262,7 @@ async def enqueue(
             body=message.model_dump_json(),
             created_at=at,
             attempts=0,
-            ready=True,
+            ready=ready,
             final=True,
         )
     )
@@ -356,7 +287,7 @@ def _outbox_entry(report_id: UUID, message_id: UUID, routing_key: str, at: datet
     )
 
 
-async def _drop_staged(connection: AsyncConnection, report_id: UUID) -> None:
+async def drop_staged(connection: AsyncConnection, report_id: UUID) -> None:
     outbox = schema.outbox
     await connection.execute(
         delete(outbox).where(outbox.c.report_id == str(report_id), outbox.c.ready.is_(False))

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from accounting.store.approvals import ApprovalsRepository, DraftNotFound
 from accounting.store.audit import AuditRepository, StoredChunk
 from accounting.store.engine import DEFAULT_BUSY_TIMEOUT, LeaseLost, create_engine
-from accounting.store.invoices import InvoicesRepository, StagedCreditNote, StagedInvoice
+from accounting.store.invoices import AUTOMATIC, InvoicesRepository, StagedCreditNote, StagedInvoice
+from accounting.store.issued import IssuedDocumentsRepository
+from accounting.store.issuing import Approval, Issued
 from accounting.store.migrate import upgrade
 from accounting.store.outbox import OutboxCounts, OutboxRepository, OutboxRow, OutboxStatus
 from accounting.store.refusals import PeriodRefusal, RefusalsRepository
@@ -30,10 +33,14 @@ from accounting.store.usage import UsageRepository
 
 __all__ = [
     "ACTIVE",
+    "AUTOMATIC",
     "LEASED",
     "NOT_ASKED",
     "WAITING",
+    "Approval",
     "ChunkToStore",
+    "DraftNotFound",
+    "Issued",
     "LeaseLost",
     "OutboxCounts",
     "OutboxRow",
@@ -58,6 +65,8 @@ class ReportStore(
     RepliesRepository,
     UsageRepository,
     InvoicesRepository,
+    IssuedDocumentsRepository,
+    ApprovalsRepository,
     OutboxRepository,
     RefusalsRepository,
     AuditRepository,

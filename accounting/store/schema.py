@@ -171,7 +171,9 @@ invoices = Table(
     Column("total", String(40), nullable=False),
     Column("supersedes", String(36), nullable=True),
     Column("body", Text, nullable=False),
+    Column("number", String(40), nullable=True),  # None while a draft (and in a body before 0006)
     Index("ix_invoices_period_account", "period_id", "account_id"),
+    Index("ux_invoices_number", "number", unique=True),
     Index("ix_invoices_report_account", "report_id", "account_id"),
 )
 
@@ -187,8 +189,31 @@ credit_notes = Table(
     Column("currency", String(3), nullable=False),
     Column("total", String(40), nullable=False),
     Column("body", Text, nullable=False),
+    Column("number", String(40), nullable=True),
+    Index("ux_credit_notes_number", "number", unique=True),
 )
 """What a forced replay cancels: one row per superseded invoice, sent before its correction."""
+
+number_series = Table(
+    "number_series",
+    metadata,
+    Column("series", String(64), primary_key=True),
+    Column("last", Integer, nullable=False),
+)
+"""The last number handed out in each series (``INV-2026-``), raised in the transaction that
+issues the documents it numbers: a rolled-back issue gives its numbers back, so none is skipped."""
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("report_id", String(36), ForeignKey("reports.report_id"), nullable=False, index=True),
+    Column("decision", String(16), nullable=False),  # "approved" or "rejected"
+    Column("decided_by", String(255), nullable=False),
+    Column("decided_at", UtcDateTime(), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+)
+"""Who approved or rejected a priced report, and when (an automatic approval names its rule)."""
 
 period_refusals = Table(
     "period_refusals",

@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from accounting.core.lifecycle import ReportStatus
+from accounting.core.numbering import DRAFT_INVOICE_FIELDS
 from accounting.store import schema
 from accounting.store.engine import create_engine
 from accounting.store.migrate import upgrade
@@ -23,6 +24,7 @@ from accounting.store.repository import ChunkToStore, RecordRow, ReportRecord, R
 from contracts import (
     AbortCode,
     AbortReason,
+    CreditNoteIssued,
     InvoiceIssued,
     InvoiceLine,
     Period,
@@ -31,6 +33,8 @@ from contracts import (
     invoice_id,
     report_id,
 )
+
+T = TypeVar("T", InvoiceIssued, CreditNoteIssued)
 
 OCTOBER = Period.month("2026-10")
 NOVEMBER = Period.month("2026-11")
@@ -112,8 +116,24 @@ def invoice(account_id: str, total: str, *, revision: int = 1, period: Period = 
 
 def staged(invoices: Sequence[InvoiceIssued]) -> list[StagedInvoice]:
     return [
-        StagedInvoice(i.invoice_id, i.account_id, str(i.total), i.supersedes, i.model_dump_json())
+        StagedInvoice(
+            i.invoice_id,
+            i.account_id,
+            str(i.total),
+            i.supersedes,
+            i.model_dump_json(exclude=DRAFT_INVOICE_FIELDS),
+        )
         for i in invoices
+    ]
+
+
+def unstamped(documents: Sequence[T]) -> list[T]:
+    """Issued documents without the number and dates their issue stamped on them (to compare
+    with the documents as priced)."""
+    blank = {"number": None, "issued_at": None, "due_at": None}
+    return [
+        document.model_copy(update={name: None for name in blank if name in type(document).model_fields})
+        for document in documents
     ]
 
 

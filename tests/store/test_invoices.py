@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from accounting.core.corrections import credit_note_for
 from accounting.core.lifecycle import IllegalTransition, ReportStatus, Transition
+from accounting.core.numbering import DRAFT_CREDIT_NOTE_FIELDS
 from accounting.store import schema
 from accounting.store.repository import LeaseLost, OutboxRow, ReportStore, StagedCreditNote
 from contracts import CreditNoteIssued, InvoiceIssued, ReportAborted, ReportCompleted
@@ -26,6 +27,7 @@ from tests.store.support import (
     report_at,
     staged,
     status,
+    unstamped,
 )
 
 
@@ -68,7 +70,7 @@ async def test_clear_staged_drops_an_earlier_pricing_attempts_invoices(store: Re
 
     assert cleared.staged == 0
     assert await count(store, "invoices") == 2
-    assert await store.invoices(report_id=record.report_id) == list(invoices[:2])
+    assert unstamped(await store.invoices(report_id=record.report_id)) == list(invoices[:2])
     assert [row.message_id for row in await store.pending()] == [
         *(str(i.invoice_id) for i in invoices[:2]),
         f"{record.report_id}/report.completed",
@@ -133,9 +135,12 @@ async def test_finish_completed_issues_every_invoice_then_report_completed(store
     ]
     assert rows[0].id < rows[1].id < rows[2].id
     assert {(r.report_id, r.attempts) for r in rows} == {(record.report_id, 0)}
-    assert [InvoiceIssued.from_json(r.body) for r in rows[:2]] == list(invoices)
+    assert unstamped([InvoiceIssued.from_json(r.body) for r in rows[:2]]) == list(invoices)
     assert ReportCompleted.from_json(rows[2].body) == done
-    assert rows[0].body == invoices[0].model_dump_json().encode()
+    assert (
+        rows[0].body
+        == (await store.invoices(invoice_id=invoices[0].invoice_id))[0].model_dump_json().encode()
+    )
 
 
 async def test_an_invoices_outbox_row_has_no_body_of_its_own(store: ReportStore) -> None:
@@ -205,7 +210,7 @@ async def test_finishing_a_report_twice_raises_and_writes_nothing(store: ReportS
         await store.finish_completed(record.report_id, done, minutes(11), "again")
 
     assert len(await store.pending()) == 3
-    assert await store.invoices(report_id=record.report_id) == list(invoices)
+    assert unstamped(await store.invoices(report_id=record.report_id)) == list(invoices)
     assert await store.history(record.report_id) == history
 
 
@@ -265,13 +270,14 @@ async def test_issued_invoices_round_trip_by_report_period_and_invoice_id(store:
     by_period = await store.invoices(period_id="2026-10")
     by_id = await store.invoices(invoice_id=second.invoice_id)
 
-    assert by_report == by_period == [first, second]
-    assert by_id == [second]
-    assert [i.model_dump_json() for i in by_report] == [i.model_dump_json() for i in invoices]
+    assert by_report == by_period
+    assert unstamped(by_report) == [first, second]
+    assert unstamped(by_id) == [second]
+    assert [i.number for i in by_report] == ["INV-2026-000001", "INV-2026-000002"]
     assert await store.invoices(period_id="2026-11") == []
     await store.mark_sent(await store.pending(), minutes(20))
     assert await status(store, record.report_id) is ReportStatus.COMPLETED
-    assert await store.invoices(report_id=record.report_id) == [first, second]
+    assert await store.invoices(report_id=record.report_id) == by_report
 
 
 async def test_current_invoices_maps_the_accounts_of_a_range_to_their_invoices(store: ReportStore) -> None:
@@ -281,7 +287,9 @@ async def test_current_invoices_maps_the_accounts_of_a_range_to_their_invoices(s
 
     middle = await store.current_invoices(period, 2, after="acct-00001", upto="acct-00003")
     tail = await store.current_invoices(period, 2, after="acct-00003")
+    by_account = {i.account_id: i for i in await store.invoices(report_id=record.report_id)}
 
+    assert unstamped(list(by_account.values())) == list(invoices)
     assert middle == {account: by_account[account] for account in ("acct-00002", "acct-00003")}
     assert tail == {"acct-00004": by_account["acct-00004"]}
     assert await store.current_invoices(period, 2, after="acct-00004") == {}
@@ -313,7 +321,12 @@ async def correcting_report(store: ReportStore) -> tuple[tuple[InvoiceIssued, ..
         invoices=staged(corrected),
         credit_notes=[
             StagedCreditNote(
-                n.credit_note_id, n.account_id, n.credits, n.currency, str(n.total), n.model_dump_json()
+                n.credit_note_id,
+                n.account_id,
+                n.credits,
+                n.currency,
+                str(n.total),
+                n.model_dump_json(exclude=DRAFT_CREDIT_NOTE_FIELDS),
             )
             for n in notes
         ],
@@ -337,11 +350,19 @@ async def test_a_credit_note_is_relayed_before_the_invoice_correcting_its_accoun
         ("report.completed", f"{second}/report.completed"),
     ]
     assert [row.message_type for row in rows[:2]] == ["CreditNoteIssued", "InvoiceIssued"]
-    assert CreditNoteIssued.from_json(rows[0].body) == notes[0]
-    assert InvoiceIssued.from_json(rows[1].body) == corrected[0]
-    assert await store.credit_notes(report_id=second) == notes
-    assert await store.credit_notes(credits=notes[1].credits) == [notes[1]]
-    assert await store.credit_notes(credit_note_id=notes[0].credit_note_id) == [notes[0]]
+    assert unstamped([CreditNoteIssued.from_json(rows[0].body)]) == [notes[0]]
+    assert unstamped([InvoiceIssued.from_json(rows[1].body)]) == [corrected[0]]
+    issued = await store.credit_notes(report_id=second)
+    assert unstamped(issued) == notes
+    assert [note.number for note in issued] == ["CN-2026-000001", "CN-2026-000002"]
+    assert {note.issued_at for note in issued} == {minutes(21)}
+    assert await store.credit_notes(credits=notes[1].credits) == [issued[1]]
+    assert await store.credit_notes(credit_note_id=notes[0].credit_note_id) == [issued[0]]
+    # The corrections continue the invoice series that revision 1 started.
+    assert [i.number for i in await store.invoices(report_id=second)] == [
+        "INV-2026-000003",
+        "INV-2026-000004",
+    ]
 
 
 async def test_credit_notes_are_invisible_until_their_report_is_priced_and_dropped_with_its_batches(
