@@ -75,6 +75,7 @@ def end_to_end_table(results: list[EndToEnd]) -> Table:
     table = Table(title="Period end to end (PeriodClosed → COMPLETED, every invoice confirmed)")
     table.add_column("accounts", justify="right")
     table.add_column("store")
+    table.add_column("approval")
     table.add_column("records", justify="right")
     table.add_column("invoices", justify="right")
     table.add_column("total", justify="right")
@@ -89,6 +90,7 @@ def end_to_end_table(results: list[EndToEnd]) -> Table:
         table.add_row(
             f"{result.accounts:,}",
             result.backend,
+            result.approval,
             f"{result.records:,}",
             f"{result.invoices:,}",
             f"{result.total_seconds:.1f} s" + ("" if result.status == "completed" else f" ({result.status})"),
@@ -118,12 +120,15 @@ async def main(arguments: argparse.Namespace) -> None:
         profile = None
     for accounts in arguments.accounts:
         for backend in arguments.backend:
-            console.print(f"end to end: {accounts:,} accounts on {backend} …")
-            target = (
-                None if profile is None else profile.with_name(f"{profile.stem}-{accounts}-{backend}.json")
-            )
-            results.append(await run_end_to_end(accounts, backend, amqp_url, POSTGRES, target))
-            console.print(end_to_end_table(results[-1:]))
+            for approval in arguments.approval:
+                console.print(f"end to end: {accounts:,} accounts on {backend}, approval {approval} …")
+                target = (
+                    None
+                    if profile is None
+                    else profile.with_name(f"{profile.stem}-{accounts}-{backend}-{approval}.json")
+                )
+                results.append(await run_end_to_end(accounts, backend, amqp_url, POSTGRES, target, approval))
+                console.print(end_to_end_table(results[-1:]))
     if len(results) > 1:
         console.print(end_to_end_table(results))
 
@@ -135,6 +140,13 @@ def parse() -> argparse.Namespace:
         "--backend", nargs="*", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"]
     )
     parser.add_argument("--skip-peers", action="store_true", help="only the end-to-end runs")
+    parser.add_argument(
+        "--approval",
+        nargs="*",
+        choices=["auto", "manual"],
+        default=["auto"],
+        help="issue at once, or as a draft approved by `reckon reports approve` (its time measured)",
+    )
     parser.add_argument("--rounds", type=int, default=300, help="scatter-gathers per side")
     parser.add_argument("--messages", type=int, default=20_000, help="invoices per relay run")
     parser.add_argument("--profile", type=Path, help="record the coordinator with py-spy (speedscope JSON)")

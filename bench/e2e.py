@@ -44,6 +44,7 @@ _TIMES = re.compile(r"read (?P<read>[\d.]+)s, normalize\+price (?P<price>[\d.]+)
 class EndToEnd:
     accounts: int
     backend: str
+    approval: str = "auto"
     records: int = 0
     invoices: int = 0
     total_seconds: float = 0.0
@@ -115,9 +116,17 @@ async def until_ready(log: Path, process: asyncio.subprocess.Process, marker: st
 
 
 async def run_end_to_end(
-    accounts: int, backend: str, amqp_url: str, postgres: str, profile: Path | None = None
+    accounts: int,
+    backend: str,
+    amqp_url: str,
+    postgres: str,
+    profile: Path | None = None,
+    approval: str = "auto",
 ) -> EndToEnd:
-    result = EndToEnd(accounts, backend)
+    """With ``approval = "manual"`` the report stops as a draft; ``reckon reports approve`` is then
+    run at once, as an operator would, and its own wall time is the ``approve`` stage (the time
+    the report waited for it is left out of the total)."""
+    result = EndToEnd(accounts, backend, approval)
     dbs = {service: seeded(service, accounts) for service in SERVICES}
     topology = Topology(f"bench-{uuid.uuid4().hex[:8]}")
     with tempfile.TemporaryDirectory(prefix="reckon-bench-") as directory:
@@ -131,6 +140,7 @@ async def run_end_to_end(
                 "RECKON_STORE_URL": url,
                 "RECKON_DEADLINE_SECONDS": str(int(TIMEOUT)),
                 "RECKON_RATE_CARD": str(ROOT / "config" / "rate-card.toml"),
+                "RECKON_APPROVAL": approval,
             }
             connection = await aio_pika.connect_robust(amqp_url)
             processes: dict[str, asyncio.subprocess.Process] = {}
@@ -157,6 +167,13 @@ async def run_end_to_end(
                 await close_period(connection, topology, PERIOD, requested_by="bench")
                 store = await ReportStore.open(url, migrate=False)
                 try:
+                    if approval == "manual":
+                        result.status = await until_finished(
+                            store, time.perf_counter() + TIMEOUT, (ReportStatus.DRAFT, ReportStatus.ABORTED)
+                        )
+                        drafted = time.perf_counter()
+                        await approve(env)
+                        result.stages["approve"] = time.perf_counter() - drafted
                     result.status = await until_finished(store, time.perf_counter() + TIMEOUT)
                     result.total_seconds = time.perf_counter() - started
                     await describe(store, result)
@@ -180,11 +197,35 @@ async def run_end_to_end(
     return result
 
 
-async def until_finished(store: ReportStore, give_up_at: float) -> str:
+async def approve(env: dict[str, str]) -> None:
+    """``reckon reports approve`` as its own process, as an operator runs it."""
+    command = [
+        sys.executable,
+        "-m",
+        "accounting.cli",
+        "reports",
+        "approve",
+        PERIOD.period_id,
+        "--by",
+        "bench",
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"reckon reports approve failed: {output.decode(errors='replace')}")
+
+
+async def until_finished(
+    store: ReportStore,
+    give_up_at: float,
+    statuses: tuple[ReportStatus, ...] = (ReportStatus.COMPLETED, ReportStatus.ABORTED),
+) -> str:
     wanted = report_id(PERIOD.period_id, 1)
     while time.perf_counter() < give_up_at:
         record = await store.get(wanted)
-        if record is not None and record.status in (ReportStatus.COMPLETED, ReportStatus.ABORTED):
+        if record is not None and record.status in statuses:
             return record.status.value
         await asyncio.sleep(0.1)
     return "timed out"
@@ -197,15 +238,17 @@ async def describe(store: ReportStore, result: EndToEnd) -> None:
     at = {transition.status: transition.at for transition in history}
     if ReportStatus.COMPLETED not in at:
         return
+    priced = ReportStatus.DRAFT if ReportStatus.DRAFT in at else ReportStatus.PUBLISHING
     result.stages["gather"] = (at[ReportStatus.NORMALIZING] - at[ReportStatus.GATHERING]).total_seconds()
-    result.stages["normalize+price+store"] = (
-        at[ReportStatus.PUBLISHING] - at[ReportStatus.NORMALIZING]
-    ).total_seconds()
+    result.stages["normalize+price+store"] = (at[priced] - at[ReportStatus.NORMALIZING]).total_seconds()
     result.stages["relay"] = (at[ReportStatus.COMPLETED] - at[ReportStatus.PUBLISHING]).total_seconds()
-    publishing = next(t for t in history if t.status is ReportStatus.PUBLISHING)
-    found = _TIMES.search(publishing.reason)
+    summary = next(t for t in history if t.status is priced).reason.removeprefix("awaits approval: ")
+    found = _TIMES.search(summary)
     if found:
         result.stages.update({f"  {name}": float(found.group(name)) for name in ("read", "price", "store")})
     pricing = next(t for t in history if t.status is ReportStatus.PRICING)
     result.records = int(pricing.reason.split()[0])
-    result.invoices = int(publishing.reason.split()[0])
+    result.invoices = int(summary.split()[0])
+    if priced is ReportStatus.DRAFT:  # the time the draft waited is the reviewer's, not the pipeline's
+        result.total_seconds -= (at[ReportStatus.PUBLISHING] - at[ReportStatus.DRAFT]).total_seconds()
+        result.total_seconds += result.stages["approve"]

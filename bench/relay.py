@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractRobustConnection
 from accounting.amqp.publisher import AmqpEventPublisher
 from accounting.amqp.topology import declare_coordinator_topology, delete_namespace
 from accounting.core.lifecycle import ReportStatus
+from accounting.core.numbering import DRAFT_INVOICE_FIELDS
 from accounting.service.relay import OutboxRelay
 from accounting.store.repository import ReportStore, StagedInvoice
 from contracts import (
@@ -139,7 +140,7 @@ async def stage(store: ReportStore, invoices: list[InvoiceIssued]) -> None:
                     invoice.account_id,
                     str(invoice.total),
                     None,
-                    invoice.model_dump_json(),
+                    invoice.model_dump_json(exclude=DRAFT_INVOICE_FIELDS),
                 )
                 for invoice in invoices[start : start + 2000]
             ],

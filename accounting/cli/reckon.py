@@ -112,6 +112,12 @@ def close_period_command(
     try:
         report = run(main())
     except TimeoutError:
+        if settings.approval == "manual":
+            fail(
+                f'no report for {billing_period.period_id} was issued: with approval = "manual" it '
+                f"waits as a draft (reckon reports show {billing_period.period_id}; reckon reports "
+                f"approve {billing_period.period_id})"
+            )
         fail(f"no report for {billing_period.period_id} arrived; is a coordinator running?")
     except PeriodNotTaken as error:
         fail(str(error))

@@ -105,9 +105,8 @@ async def test_a_rejected_draft_is_aborted_with_its_reason_and_a_replay_builds_t
         first = await running.run_period(PERIOD)
         assert await running.status(first) is ReportStatus.DRAFT
         refused = await reckon(running.app.settings, "reports", "approve", "2026-10", "--revision", "7")
-        await command_json(
+        rejected = await reckon(
             running.app.settings,
-            tmp_path,
             "reports",
             "reject",
             "2026-10",
@@ -125,7 +124,8 @@ async def test_a_rejected_draft_is_aborted_with_its_reason_and_a_replay_builds_t
         )
         [invoice] = await sent.wait_for(1)
 
-    assert refused[0] == 1 and "period 2026-10 revision 7 has no report" in refused[2]
+    assert refused[0] == 2 and "period 2026-10 revision 7 has no report" in refused[2]
+    assert rejected[0] == 0 and "rejected by bob" in rejected[1]
     assert await running.status(first) is ReportStatus.ABORTED
     assert [(r["code"], r["message"]) for r in event["reasons"]] == [
         ("rejected", "rejected by bob: compute usage looks 10x too high")

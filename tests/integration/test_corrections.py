@@ -362,7 +362,12 @@ async def test_the_real_report_matches_the_preview_to_the_cent_and_the_preview_p
             await published.wait_for(len(issued))
 
     assert isinstance(preview.run.outcome, Completed) and isinstance(real.outcome, Completed)
-    ids = {"invoice_id", "report_id"}
+    ids = {"invoice_id", "report_id", "number", "issued_at", "due_at"}
+    assert [invoice.number for invoice in preview.invoices] == [
+        "PREVIEW-INV-2026-000001",
+        "PREVIEW-INV-2026-000002",
+    ]
+    assert [invoice.number for invoice in issued] == ["INV-2026-000001", "INV-2026-000002"]
     assert [invoice.model_dump_json(exclude=ids) for invoice in preview.invoices] == [
         invoice.model_dump_json(exclude=ids) for invoice in issued
     ]

@@ -94,7 +94,7 @@ async def test_an_unexpected_error_while_pricing_aborts_the_report_as_internal(
         latest = await running.app.store.latest(PERIOD.period_id)
 
     assert latest is not None and latest.status is ReportStatus.ABORTED
-    assert announced["schema_version"] == "2.0"
+    assert announced["schema_version"] == "2.1"
     [reason] = announced["reasons"]
     assert reason["code"] == "internal"
     assert "pricing failed: ValueError: a rounding nobody foresaw" in reason["message"]
@@ -175,4 +175,4 @@ async def test_the_report_aborted_event_is_version_2_with_an_open_set_of_codes(
         await running.run_period(PERIOD)
         [announced] = await reports.wait_for(1)
 
-    assert (announced["schema_version"], announced["reasons"][0]["code"]) == ("2.0", "unroutable")
+    assert (announced["schema_version"], announced["reasons"][0]["code"]) == ("2.1", "unroutable")

@@ -84,8 +84,7 @@ def test_an_account_without_a_directory_entry_is_named_by_its_id(directory: Path
 
     assert (
         "Reckon Demo Cloud GmbH Hauptstraße 1 10115 Berlin Tax id: DE123456789 billing@example.com "
-        "Account acct-unknown"
-        in text
+        "Account acct-unknown" in text
     )
 
 
