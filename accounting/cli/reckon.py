@@ -49,6 +49,7 @@ from accounting.cli.tables import (
 )
 from accounting.infra.clock import utc_now
 from accounting.service.queries import find_report, outbox_summary, report_detail, report_summary
+from accounting.store.migrate import SchemaUnknown, current_revision, downgrade
 from accounting.store.repository import ReportStore
 from contracts import ROUTING_REPORT_ABORTED, ROUTING_REPORT_COMPLETED, Topology
 from transport.connection import connect
@@ -302,8 +303,37 @@ def db_upgrade(config: ConfigOption = None) -> None:
     async def work(_store: ReportStore) -> None:
         return None
 
+    async def revision(store: ReportStore) -> str | None:
+        return await current_revision(store.engine)
+
     store_command(config, work, create=True)
-    console.print("store schema is up to date")
+    console.print(f"store schema is up to date (revision {store_command(config, revision)})")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="The revision to go back to, e.g. 0005.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: the later migrations' tables and columns are dropped.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Undo the migrations after REVISION, for a rollback the expand/contract rule cannot cover.
+
+    A migration refuses to downgrade when that would drop data that cannot be given back (0006:
+    invoice series and approvals); the store is then restored from its backup instead."""
+    if not yes:
+        fail(f"downgrading drops what the migrations after {revision} added; run again with --yes")
+
+    async def work(store: ReportStore) -> str | None:
+        await downgrade(store.engine, revision)
+        return await current_revision(store.engine)
+
+    try:
+        now = store_command(config, work)
+    except (SchemaUnknown, RuntimeError) as error:
+        fail(str(error))
+    console.print(f"store schema is at revision {now}")
 
 
 def main() -> None:

@@ -57,6 +57,7 @@ def invoices_table(invoices: Iterable[InvoiceIssued], title: str = "Invoices") -
     """One row per invoice with its lines summarised, and the grand total per currency."""
     table = Table(title=title, show_footer=True)
     table.add_column("account", footer="total")
+    table.add_column("number", no_wrap=True)
     table.add_column("invoice", no_wrap=True)
     table.add_column("lines", justify="right")
     table.add_column("total", justify="right")
@@ -65,6 +66,7 @@ def invoices_table(invoices: Iterable[InvoiceIssued], title: str = "Invoices") -
         totals[invoice.currency] = totals.get(invoice.currency, Decimal(0)) + invoice.total
         table.add_row(
             invoice.account_id,
+            invoice.number or "—",
             str(invoice.invoice_id),
             str(len(invoice.lines)),
             f"{invoice.total} {invoice.currency}",
@@ -74,7 +76,13 @@ def invoices_table(invoices: Iterable[InvoiceIssued], title: str = "Invoices") -
 
 
 def invoice_lines_table(invoice: InvoiceIssued) -> Table:
-    table = Table(title=f"Invoice {invoice.invoice_id} for {invoice.account_id}", show_footer=True)
+    number = f"{invoice.number} " if invoice.number else ""
+    dates = ""
+    if invoice.issued_at is not None and invoice.due_at is not None:
+        dates = f", issued {invoice.issued_at:%Y-%m-%d}, due {invoice.due_at:%Y-%m-%d}"
+    table = Table(
+        title=f"Invoice {number}({invoice.invoice_id}) for {invoice.account_id}{dates}", show_footer=True
+    )
     table.add_column("item")
     table.add_column("tier", justify="right")
     table.add_column("quantity", justify="right")
@@ -141,7 +149,15 @@ def report_detail_tables(detail: dict[str, Any]) -> list[Table]:
         history.add_column(column)
     for step in detail["history"]:
         history.add_row(step["at"][:23], _status(step["status"]), step["reason"])
-    return [services, history]
+    tables = [services, history]
+    if detail["approvals"]:
+        decisions = Table(title="Approval")
+        for column in ("at", "decision", "by", "reason"):
+            decisions.add_column(column)
+        for decision in detail["approvals"]:
+            decisions.add_row(decision["at"][:23], decision["decision"], decision["by"], decision["reason"])
+        tables.append(decisions)
+    return tables
 
 
 def outbox_table(summary: dict[str, Any]) -> Table:

@@ -34,7 +34,7 @@ def report_summary(record: ReportRecord) -> dict[str, Any]:
 async def report_detail(store: ReportStore, record: ReportRecord) -> dict[str, Any]:
     """Status history, per-service outcome and reason, record counts and totals of one report."""
     replies = await store.replies(record.report_id)
-    invoices = await store.invoices(report_id=record.report_id)
+    invoices = await store.invoices(report_id=record.report_id, drafts=True)
     return {
         **report_summary(record),
         "history": [
@@ -54,6 +54,15 @@ async def report_detail(store: ReportStore, record: ReportRecord) -> dict[str, A
             for reply in [replies.get(service)]
         ],
         "records": sum(reply.records for reply in replies.values()),
+        "approvals": [
+            {
+                "decision": approval.decision,
+                "by": approval.decided_by,
+                "at": approval.decided_at.isoformat(),
+                "reason": approval.reason,
+            }
+            for approval in await store.approvals(record.report_id)
+        ],
         "invoices": len(invoices),
         "rate_card": record.rate_card,
     }

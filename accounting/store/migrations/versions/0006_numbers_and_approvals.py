@@ -50,6 +50,17 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropping these would lose what cannot be given back: the series counters (a later upgrade
+    # would number from 1 again, reusing numbers already sent) and who approved what.
+    bind = op.get_bind()
+    numbered = bind.execute(sa.text("SELECT count(*) FROM number_series")).scalar_one()
+    decided = bind.execute(sa.text("SELECT count(*) FROM approvals")).scalar_one()
+    if numbered or decided:
+        raise RuntimeError(
+            f"refusing to downgrade below 0006: {numbered} invoice series and {decided} approvals "
+            "are stored, and dropping them would let numbers be given twice and lose who approved "
+            "what. Roll forward instead, or restore the backup taken before the upgrade"
+        )
     op.drop_index("ix_approvals_report_id", table_name="approvals")
     op.drop_table("approvals")
     op.drop_table("number_series")
