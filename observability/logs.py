@@ -143,16 +143,41 @@ def add_trace_id(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> M
 def bound(**fields: object) -> Iterator[None]:
     """Bind ``fields`` (None values left out) to every record logged in this block, in this task
     and the tasks it starts; unbound when the block ends."""
-    present = {key: str(value) for key, value in fields.items() if value is not None}
+    present = {key: _field(value) for key, value in fields.items() if value is not None}
     with structlog.contextvars.bound_contextvars(**present):
         yield
+
+
+def fatal_as_json(message: str, *, logger: str, error: BaseException | None = None) -> bool:
+    """With ``RECKON_LOG_FORMAT=json``: log why the process stops as one record with
+    ``"fatal": true`` (and the traceback as a field, given ``error``), configuring JSON logging if
+    the process had not yet; returns False otherwise, for the caller to print its own line. So a
+    container's output stays one JSON object per line, fatal errors included."""
+    try:
+        if log_format() != "json":
+            return False
+    except ValueError:
+        return False
+    if not logging.getLogger().handlers:  # stopped before the process configured its logging
+        configure_logging(logging.INFO, fmt="json")
+    with bound(fatal=True):
+        if error is None:
+            logging.getLogger(logger).error("%s", message)
+        else:
+            logging.getLogger(logger).critical("%s", message, exc_info=error)
+    return True
 
 
 def bind(**fields: object) -> None:
     """Bind ``fields`` for the rest of this task (and tasks started from it): a process's identity."""
     structlog.contextvars.bind_contextvars(
-        **{key: str(value) for key, value in fields.items() if value is not None}
+        **{key: _field(value) for key, value in fields.items() if value is not None}
     )
+
+
+def _field(value: object) -> object:
+    """A bound value as JSON shows it: a flag stays true/false, anything else becomes text."""
+    return value if isinstance(value, bool) else str(value)
 
 
 # --- secrets ---------------------------------------------------------------------------------

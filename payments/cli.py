@@ -31,7 +31,8 @@ log = logging.getLogger("reckon.payments")
 
 
 def fail(message: str) -> NoReturn:
-    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    if not logs.fatal_as_json(message, logger="reckon.payments"):
+        errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -99,7 +100,7 @@ def payments(
         ledger = await SqlLedger.open(settings.payments_db)
         try:
             # SIGTERM while connecting (or declaring) stops at once: nothing was taken yet.
-            connection = await connect(settings, stop=stop)
+            connection = await connect(settings, stop=stop, name="reckon payments")
             async with connection:
                 consumer = await unless_stopped(
                     GracefulPaymentConsumer.begin_consuming(

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 
-from transport.redact import broker_unavailable, redact_url, scrub
+from transport.blips import DEFAULT_ALERT_SECONDS, watch
+from transport.redact import broker_refused_vhost, broker_unavailable, redact_url, scrub
 from transport.urls import amqp_url_problem
 
 CONNECT_ERRORS = (OSError, aio_pika.exceptions.AMQPConnectionError, asyncio.TimeoutError)
@@ -133,7 +135,10 @@ async def connect(
     if problem is not None:
         raise BrokerUnavailable(f"AMQP_URL {problem}")
     attempt = _connect(url, context, connect_timeout, name)
-    return await (attempt if stop is None else unless_stopped(attempt, stop))
+    connection = await (attempt if stop is None else unless_stopped(attempt, stop))
+    alert_after = getattr(target, "reconnect_alert_seconds", DEFAULT_ALERT_SECONDS)
+    watch(connection, name or redact_url(url), alert_after)
+    return connection
 
 
 async def _connect(
@@ -174,6 +179,9 @@ async def _connect(
             raise BrokerUnavailable(
                 broker_unavailable(url, TimeoutError(f"no connection within {connect_timeout:g}s"))
             ) from None
+        if isinstance(error, aiormq.exceptions.ProtocolSyntaxError):
+            # The broker closed the connection while it was being opened: the vhost.
+            raise BrokerUnavailable(broker_refused_vhost(url)) from None
         if isinstance(error, CONNECT_ERRORS):
             # ``from None``: the cause's text is in the message, scrubbed; a chained cause is not.
             raise BrokerUnavailable(broker_unavailable(url, error)) from None

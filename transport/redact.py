@@ -10,7 +10,7 @@ It over-redacts rather than under-redacts, and it never raises.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MASK = "***"
@@ -110,10 +110,35 @@ def scrub(text: str, url: str) -> str:
 
 
 def broker_unavailable(url: str, error: BaseException) -> str:
-    """One line that says which broker did not answer and how to start one."""
+    """One line that says what the broker at ``url`` did, and what to do about that cause: a
+    refused login names the user (not "start RabbitMQ"); nothing listening says how to start one."""
     detail = scrub(str(error) or type(error).__name__, url)
+    where = redact_url(url)
+    if "ACCESS_REFUSED" in detail or type(error).__name__ == "ProbableAuthenticationError":
+        user, vhost = _user_and_vhost(url)
+        return (
+            f"RabbitMQ at AMQP_URL={where} refused the login of user {user!r} ({detail}). Check the "
+            f"password in AMQP_URL (or its Secret) and that the user exists: `rabbitmqctl list_users`; "
+            f"its rights on vhost {vhost!r}: `rabbitmqctl list_permissions -p {vhost}`."
+        )
     return (
-        f"RabbitMQ did not answer at AMQP_URL={redact_url(url)} ({detail}). "
+        f"RabbitMQ did not answer at AMQP_URL={where} ({detail}). "
         "Start it with `rabbitmq-server -detached` (or `docker compose up -d rabbitmq`), "
         "or point AMQP_URL at a running broker."
     )
+
+
+def broker_refused_vhost(url: str) -> str:
+    user, vhost = _user_and_vhost(url)
+    return (
+        f"RabbitMQ at AMQP_URL={redact_url(url)} closed the connection while opening vhost {vhost!r} "
+        f"for user {user!r}: the vhost does not exist, or the user has no permission on it "
+        f"(`rabbitmqctl list_vhosts`; `rabbitmqctl list_permissions -p {vhost}`)."
+    )
+
+
+def _user_and_vhost(url: str) -> tuple[str, str]:
+    parsed = urlsplit(url)
+    user = unquote(parsed.username or "guest")
+    vhost = unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
+    return user, vhost

@@ -40,6 +40,9 @@ class BrokerClientSettings(BaseSettings):
     """PEM client certificate for mutual TLS; needs ``tls_key_file``."""
     tls_key_file: Path | None = Field(default=None, validate_default=True)
     """PEM private key of ``tls_cert_file``; needs it."""
+    reconnect_alert_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """A broker connection lost and not back within this long is logged as an error (before that,
+    one warning: a broker restart is routine maintenance)."""
 
     @field_validator("amqp_url")
     @classmethod

@@ -164,7 +164,12 @@ class UsageGatherer:
         if self._shut_down:
             raise TransportClosed("the gatherer is closed")
         if self._channel is None or self._channel.is_closed or self._closed_reason:
-            log.warning("reply channel was closed (%s); opening a new one", self._closed_reason or "closed")
+            # With its connection (a broker restart, already logged once for the connection) this
+            # is routine; a channel closed on its own (a channel error) is worth a warning.
+            level = logging.INFO if "CONNECTION_FORCED" in (self._closed_reason or "") else logging.WARNING
+            log.log(
+                level, "reply channel was closed (%s); opening a new one", self._closed_reason or "closed"
+            )
             return await self._open()
         return self._channel
 

@@ -41,8 +41,26 @@ ConfigOption = Annotated[
 
 
 def fail(message: str) -> NoReturn:
-    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    """One line naming what is wrong, exit 2 (a JSON record with ``"fatal": true`` when the logs
+    are JSON)."""
+    if not logs.fatal_as_json(message, logger="reckon.cli"):
+        errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+def fatal(error: BaseException) -> NoReturn:
+    """An error nobody foresaw, with JSON logs: one record with the traceback as a field, exit 1
+    (instead of a page of Rich traceback that a log pipeline splits into hundreds of lines)."""
+    logs.fatal_as_json(f"stopped by {type(error).__name__}: {error}", logger="reckon.cli", error=error)
+    raise SystemExit(1)
+
+
+def wants_json_logs() -> bool:
+    """``RECKON_LOG_FORMAT=json`` (configured or not yet: a failure before start-up counts too)."""
+    try:
+        return logs.log_format() == "json"
+    except ValueError:
+        return False
 
 
 def settings_from(config: Path | None, **overrides: Any) -> Settings:

@@ -135,7 +135,7 @@ def relay(config: ConfigOption = None) -> None:
             open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds), stop_signal
         )
         try:
-            connection = await connect(settings, stop=stop_signal)
+            connection = await connect(settings, stop=stop_signal, name="reckon relay")
             async with connection:
                 publisher = await AmqpEventPublisher.create(
                     connection,

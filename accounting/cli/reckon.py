@@ -34,10 +34,12 @@ from accounting.cli.common import (
     console,
     errors,
     fail,
+    fatal,
     print_json,
     run,
     settings_from,
     store_command,
+    wants_json_logs,
 )
 from accounting.cli.tables import (
     invoice_lines_table,
@@ -337,4 +339,12 @@ def db_downgrade(
 
 
 def main() -> None:
-    app()
+    if not wants_json_logs():
+        app()
+        return
+    try:
+        app()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        fatal(error)

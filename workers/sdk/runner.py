@@ -41,7 +41,7 @@ async def serve(
     ``ops`` (the operations server) is told what readiness means once the responder exists.
     ``stop`` set while connecting or declaring the queue returns at once (nothing was taken)."""
     try:
-        connection = await connect(settings, stop=stop)
+        connection = await connect(settings, stop=stop, name=f"reckon worker {service.name}")
     except Stopped:
         log.info("service %s stopped before it connected to the broker", service.name)
         return
@@ -82,7 +82,9 @@ async def _stopping() -> str:
 
 
 def _fail(message: str) -> SystemExit:
-    print(f"error: {logs.hidden(message)}", file=sys.stderr)
+    """One line naming what is wrong (a JSON record with ``"fatal": true`` when the logs are JSON)."""
+    if not logs.fatal_as_json(message, logger=log.name):
+        print(f"error: {logs.hidden(message)}", file=sys.stderr)
     return SystemExit(2)
 
 
@@ -116,8 +118,12 @@ def run_worker(service: UsageService, settings: WorkerSettings | None = None) ->
 
     try:
         asyncio.run(main())
-    except BrokerUnavailable as error:
-        print(logs.hidden(str(error)), file=sys.stderr)
-        raise SystemExit(2) from None
-    except HttpUnavailable as error:
+    except (BrokerUnavailable, HttpUnavailable) as error:
         raise _fail(str(error)) from None
+    except Exception as error:
+        # With JSON logs the traceback is a field of one record, not a page of lines.
+        if not logs.fatal_as_json(
+            f"stopped by {type(error).__name__}: {error}", logger=log.name, error=error
+        ):
+            raise
+        raise SystemExit(1) from None
