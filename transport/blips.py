@@ -81,7 +81,10 @@ class ConnectionWatcher:
 def watch(
     connection: AbstractRobustConnection, name: str, alert_after: float = DEFAULT_ALERT_SECONDS
 ) -> None:
-    """Log this connection's losses and returns as described above; quiet the libraries' own."""
+    """Log this connection's losses and returns as described above; quiet the libraries' own.
+    Only a robust connection comes back: anything else is left as it is."""
+    if not hasattr(connection, "reconnect_callbacks"):
+        return
     watcher = ConnectionWatcher(connection, name, alert_after)
     _watchers[id(connection)] = watcher
     setattr(connection, "_reckon_watcher", watcher)  # noqa: B010 - keeps it alive with the connection
