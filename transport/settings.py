@@ -80,6 +80,31 @@ class BrokerClientSettings(BaseSettings):
 
 SettingsT = TypeVar("SettingsT", bound=BrokerClientSettings)
 
+SHARED_KEYS = frozenset(
+    {"amqp_url", "namespace", "tls_ca_file", "tls_cert_file", "tls_key_file", "coordinator_user",
+     "reconnect_alert_seconds"}
+)  # fmt: skip
+"""What every role reads the same way from the deployment's one ``reckon.toml`` (under the
+environment): where the broker is, the namespace of every queue, and who the coordinator is."""
+
+
+class SharedKeysSource(PydanticBaseSettingsSource):
+    """Only ``SHARED_KEYS`` of the TOML file at ``$RECKON_CONFIG``, for a role whose own keys come
+    from the environment (a sub-service): it reads the same namespace as the coordinator and never
+    a coordinator key that happens to share a name with one of its own."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = config_path(None)
+        shared = TomlConfigSettingsSource(settings_cls, toml_file=path)() if path is not None else {}
+        self._values = {key: value for key, value in shared.items() if key in SHARED_KEYS}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
 
 def config_path(config_file: Path | None) -> Path | None:
     """``config_file``, or ``$RECKON_CONFIG``; a path given that is not a file raises FileNotFoundError."""

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from accounting.core.calendar import BillingCalendar, NotAPeriod
 from accounting.core.rate_card import RateCard
 from accounting.dlq import queue as dlq_queue
-from accounting.runtime.app import StoreUnavailable, open_store
+from accounting.runtime.app import StoreUnavailable, WrongBrokerUser, open_store
 from accounting.runtime.settings import Settings, load_rate_card, load_settings
 from accounting.store.repository import ReportStore
 from contracts import Period
@@ -117,7 +117,13 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; a broker or store that does not answer gives one clear line and exit code 2."""
     try:
         return asyncio.run(coroutine)
-    except (BrokerUnavailable, StoreUnavailable, dlq_queue.DeadLettersMissing, HttpUnavailable) as error:
+    except (
+        BrokerUnavailable,
+        StoreUnavailable,
+        WrongBrokerUser,
+        dlq_queue.DeadLettersMissing,
+        HttpUnavailable,
+    ) as error:
         fail(str(error))
 
 

@@ -30,7 +30,7 @@ from accounting.service.period_consumer import PeriodConsumer
 from accounting.service.relay import OutboxRelay
 from accounting.store.repository import ReportStore
 from contracts import Topology
-from transport.connection import connect
+from transport.connection import broker_user, connect
 from transport.redact import redact_url
 
 log = logging.getLogger("reckon.app")
@@ -58,6 +58,10 @@ async def open_store(url: str, *, create: bool = True, busy_timeout: float = 30.
     except (OSError, SQLAlchemyError) as error:
         detail = str(getattr(error, "orig", None) or error).splitlines()[0]
         raise StoreUnavailable(f"the store at {redact_url(url)} could not be opened: {detail}") from error
+
+
+class WrongBrokerUser(RuntimeError):
+    """The coordinator is connected as another broker user than ``coordinator_user`` says."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -234,6 +238,14 @@ async def start_coordinator(
         await store.close()
         raise
     try:
+        user = broker_user(connection)
+        if settings.coordinator_user is not None and user != settings.coordinator_user:
+            raise WrongBrokerUser(
+                f"coordinator_user is {settings.coordinator_user!r} but this coordinator connects as "
+                f"{user!r} (AMQP_URL): the sub-services would answer none of its requests and the "
+                "payment service would refuse its invoices. Give it that user's credentials, or set "
+                "coordinator_user to the user it connects as"
+            )
         publisher = await AmqpEventPublisher.create(
             connection, topology, settings.publish_timeout_seconds, settings.dead_letters
         )

@@ -70,6 +70,11 @@ class Settings(BrokerClientSettings):
 
     services: Annotated[tuple[str, ...], NoDecode] = ()
     """Required by the coordinator (see ``require_services``); the scheduler needs none."""
+    coordinator_user: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[^\s,=]+$")
+    """The broker user coordinators connect as, shared with every role from this file: the
+    sub-services answer only its requests and the payment service takes only its invoices. A
+    coordinator connected as another user refuses to start (every report would go unanswered).
+    None: not checked (one user for everything, in development)."""
     scheduler_user: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[^\s,=]+$")
     """The broker user a ``PeriodClosed`` must come from (its ``user_id``, verified by the broker);
     any other is refused and dead-lettered. None: any user (one user for everything, in

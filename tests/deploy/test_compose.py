@@ -108,7 +108,7 @@ def test_the_coordinator_is_given_its_shutdown_grace_before_sigkill() -> None:
 
 
 def test_reckon_reads_the_same_config_as_kubernetes_and_the_coordinator_stores_on_postgresql() -> None:
-    for name in ("coordinator", "payments", "scheduler"):
+    for name in ("coordinator", "payments", "scheduler", "compute", "storage"):
         service = compose_services()[name]
         [mount] = [volume for volume in service["volumes"] if volume["target"] == "/etc/reckon"]
         assert Path(mount["source"]) == DEPLOY / "base" / "config" and mount["read_only"] is True, name

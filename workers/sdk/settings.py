@@ -1,5 +1,7 @@
-"""Worker settings, from the environment only (``AMQP_URL``, ``RECKON_NAMESPACE``, ``RECKON_CHUNK_SIZE``,
-``RECKON_PUBLISH_WINDOW``, ...; unknown variables are ignored).
+"""Worker settings: the environment (``AMQP_URL``, ``RECKON_NAMESPACE``, ``RECKON_CHUNK_SIZE``,
+``RECKON_PUBLISH_WINDOW``, ...; unknown variables are ignored) over the keys every role shares in
+the deployment's ``reckon.toml`` (``$RECKON_CONFIG``: ``namespace``, ``coordinator_user``,
+``amqp_url``, ``tls_*``), so a namespace set in that file alone moves every role's queues.
 
 The broker keys (``amqp_url``, ``namespace``, ``tls_*``) and their checks are every party's
 (``transport.settings.BrokerClientSettings``): a malformed ``AMQP_URL`` is refused at start with one
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from transport.settings import BrokerClientSettings
+from transport.settings import BrokerClientSettings, SharedKeysSource
 
 
 class WorkerSettings(BrokerClientSettings):
@@ -45,6 +47,6 @@ class WorkerSettings(BrokerClientSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The environment (and the constructor's arguments), never a TOML file: a sub-service does
-        not read the coordinator's configuration."""
-        return (init_settings, env_settings)
+        """The constructor's arguments, the environment, then only the shared keys of the file:
+        the coordinator's own keys (``shutdown_grace_seconds``, say) are never a worker's."""
+        return (init_settings, env_settings, SharedKeysSource(settings_cls))
