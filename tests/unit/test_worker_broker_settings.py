@@ -76,18 +76,26 @@ def test_a_malformed_amqp_url_is_refused_naming_the_variable(
     assert SECRET not in str(raised.value) and SECRET not in repr(raised.value)
 
 
-def test_unknown_variables_are_ignored_and_no_config_file_is_read(
+def test_unknown_variables_are_ignored_and_only_the_shared_keys_of_the_config_file_are_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     config = tmp_path / "reckon.toml"
-    config.write_text('namespace = "from-the-file"\nchunk_size = 7\n')
+    config.write_text(
+        'namespace = "from-the-file"\ncoordinator_user = "reckon-coordinator"\n'
+        'chunk_size = 7\nshutdown_grace_seconds = 99\nservices = ["compute"]\n'
+    )
     monkeypatch.setenv("RECKON_CONFIG", str(config))
     monkeypatch.setenv("RECKON_NOT_A_WORKER_SETTING", "x")
     monkeypatch.setenv("RECKON_SERVICES", "compute,storage")  # the coordinator's, in a shared env
 
     settings = WorkerSettings()
 
-    assert (settings.namespace, settings.chunk_size) == ("", 500)
+    # What every role shares comes from the file; a worker's own keys only from the environment,
+    # so the coordinator's shutdown_grace_seconds is never taken for the worker's.
+    assert (settings.namespace, settings.coordinator_user) == ("from-the-file", "reckon-coordinator")
+    assert (settings.chunk_size, settings.shutdown_grace_seconds) == (500, 10.0)
+    monkeypatch.setenv("RECKON_NAMESPACE", "from-the-environment")
+    assert WorkerSettings().namespace == "from-the-environment"
 
 
 def test_the_url_may_come_as_reckon_amqp_url(monkeypatch: pytest.MonkeyPatch) -> None:
