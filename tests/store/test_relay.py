@@ -15,6 +15,7 @@ from accounting.core.lifecycle import ReportStatus
 from accounting.service.relay import OutboxRelay
 from accounting.store.repository import OutboxRow, ReportStore
 from contracts import Period
+from tests.integration.support import eventually
 from tests.store.support import NOVEMBER, OCTOBER, minutes, publishing_report, status
 
 
@@ -217,6 +218,9 @@ async def test_run_keeps_relaying_after_the_publisher_failed(store: ReportStore)
 
     running = asyncio.create_task(sender.run(stop))
     await wait_for_status(store, record.report_id, ReportStatus.COMPLETED)
+    # The window that completed the report is committed before the relay counts it as a good
+    # round (health.ok()): wait for that, do not read it at the same instant.
+    await eventually(lambda: sender.health.failures == 0, timeout=10)
     healthy = (sender.health.running, sender.health.failures)
     stop.set()
     await asyncio.wait_for(running, timeout=10)
