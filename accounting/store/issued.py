@@ -105,11 +105,7 @@ class IssuedDocumentsRepository:
         Accounts in ``(after, upto]`` (None: unbounded) or ``account_id`` alone; a draft's invoices
         count only with ``drafts`` (reconciling the draft)."""
         table = schema.invoices
-        query = (
-            issued_only(select(table.c.account_id, table.c.body), table, drafts=drafts)
-            .where(table.c.period_id == period_id, table.c.revision < before_revision)
-            .order_by(table.c.account_id, table.c.revision)
-        )
+        query = _current(period_id, before_revision, drafts)
         if account_id is not None:
             query = query.where(table.c.account_id == account_id)
         if after is not None:
@@ -126,13 +122,7 @@ class IssuedDocumentsRepository:
     ) -> AsyncIterator[InvoiceIssued]:
         """Each account's current invoice as of ``before_revision`` (see ``current_invoices``),
         in account order, streamed: a period of any size is never held whole."""
-        table = schema.invoices
-        query = (
-            issued_only(select(table.c.account_id, table.c.body), table, drafts=drafts)
-            .where(table.c.period_id == period_id, table.c.revision < before_revision)
-            .order_by(table.c.account_id, table.c.revision)
-            .execution_options(yield_per=2_000)
-        )
+        query = _current(period_id, before_revision, drafts).execution_options(yield_per=2_000)
         async with self.engine.connect() as connection:
             result = await connection.stream(query)
             newest: tuple[str, str] | None = None
@@ -142,3 +132,14 @@ class IssuedDocumentsRepository:
                 newest = (row.account_id, row.body)
             if newest is not None:
                 yield InvoiceIssued.model_validate_json(newest[1])
+
+
+def _current(period_id: str, before_revision: int, drafts: bool) -> Select[Any]:
+    """Every (account, invoice body) of the period's revisions before ``before_revision``, in
+    account then revision order: the last row of each account is its current invoice."""
+    table = schema.invoices
+    return (
+        issued_only(select(table.c.account_id, table.c.body), table, drafts=drafts)
+        .where(table.c.period_id == period_id, table.c.revision < before_revision)
+        .order_by(table.c.account_id, table.c.revision)
+    )
