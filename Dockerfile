@@ -14,9 +14,12 @@
 # Secrets: none here. AMQP_URL and RECKON_STORE_URL carry credentials and are given at run time
 # (compose environment with demo values, Kubernetes Secrets).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# An exact version tag, for both stages; `make lock` resolves requirements.lock for this CPython, so
+# change the tag and run `make lock` together. A release pins the tag's digest too
+# (python:<tag>@sha256:<digest>): deploy/README.md, "Releases: pinned dependencies and base image".
+ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm
 
-# --- build: install Reckon and its runtime dependencies (no dev extras) into a venv ---
+# --- build: install Reckon and its locked runtime dependencies (no dev extras) into a venv ---
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -24,9 +27,19 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-RUN python -m venv /opt/reckon
 
-# Only what the wheel is built from: the dependencies come from pyproject.toml.
+# The runtime dependencies only as the hashed pins of requirements.lock (generated from pyproject.toml
+# by `make lock`), and the build backend the same way from requirements-build.lock, in a venv of its
+# own that stays in this stage. --no-deps: nothing outside the locks is ever fetched.
+COPY requirements.lock requirements-build.lock ./
+RUN python -m venv /opt/reckon \
+    && /opt/reckon/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock \
+    && python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements-build.lock
+
+# Reckon itself: a wheel built from only these sources with the pinned backend (no build isolation,
+# so no unpinned setuptools is downloaded), installed with --no-deps; `pip check` fails the build if
+# the lock misses a dependency.
 COPY pyproject.toml README.md ./
 COPY contracts ./contracts
 COPY accounting ./accounting
@@ -34,7 +47,9 @@ COPY workers ./workers
 COPY observability ./observability
 COPY transport ./transport
 COPY payments ./payments
-RUN /opt/reckon/bin/pip install --no-cache-dir . \
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
+    && /opt/reckon/bin/pip install --no-cache-dir --no-deps /tmp/dist/reckon-*.whl \
+    && /opt/reckon/bin/pip check \
     && /opt/reckon/bin/reckon --help > /dev/null
 
 # --- runtime ---

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint install clean bench test-soak
+.PHONY: demo test lint install clean bench test-soak lock
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Reckon needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -27,6 +27,13 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# requirements.lock and requirements-build.lock, the hashed pins the image installs, resolved from
+# pyproject.toml for the Dockerfile's base image (not this machine) by uv; needs PyPI. Run it after
+# changing [project].dependencies, [build-system].requires or the base image tag: tests/deploy fails
+# until you do. Keeps the pins pyproject still accepts; `make lock LOCK_ARGS=--upgrade` takes the newest.
+lock: $(STAMP)
+	$(BIN)/python -m scripts.lock $(LOCK_ARGS)
 
 # Not part of `make test`: ratios against aio-pika's RPC pattern and raw confirmed publishing, and
 # a period end to end at 10,000 and 100,000 accounts on SQLite and PostgreSQL (tens of minutes the

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from scripts import lock as locking
 from tests.deploy.tools import ROOT, credentials, run_ok, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -79,6 +80,57 @@ def base_image(stage: list[Instruction]) -> str:
     return image
 
 
+@dataclass(frozen=True)
+class Pip:
+    """One `pip SUBCOMMAND ...` of a RUN: the venv whose pip it is, the subcommand, its arguments."""
+
+    venv: str
+    subcommand: str
+    arguments: list[str]
+
+    def option(self, *names: str) -> str | None:
+        """The value of an option given as `-r FILE` or `--requirement=FILE`."""
+        for index, word in enumerate(self.arguments):
+            for name in names:
+                if word == name and index + 1 < len(self.arguments):
+                    return self.arguments[index + 1]
+                if word.startswith(f"{name}="):
+                    return word.partition("=")[2]
+        return None
+
+    def positional(self) -> list[str]:
+        valued = {"-r", "--requirement", "-c", "--constraint", "-w", "--wheel-dir", "-i", "--index-url"}
+        found: list[str] = []
+        for index, word in enumerate(self.arguments):
+            if not word.startswith("-") and not (index and self.arguments[index - 1] in valued):
+                found.append(word)
+        return found
+
+
+def pip_commands(stage: list[Instruction]) -> list[Pip]:
+    """Every pip command of a stage's RUN instructions (`venv/bin/pip ...` or `python -m pip ...`)."""
+    found: list[Pip] = []
+    for instruction in stage:
+        if instruction.keyword != "RUN":
+            continue
+        for command in re.split(r"&&|\|\||;", instruction.arguments):
+            words = shlex.split(command)
+            for index, word in enumerate(words):
+                program = word.removesuffix("3")  # pip or pip3
+                if program.endswith("/pip") or program == "pip":
+                    venv = program.removesuffix("pip").removesuffix("/").removesuffix("/bin") or "(system)"
+                    rest = words[index + 1 :]
+                elif word == "-m" and words[index + 1 : index + 2] == ["pip"]:
+                    venv = words[index - 1].removesuffix("/python").removesuffix("/bin") if index else ""
+                    rest = words[index + 2 :]
+                else:
+                    continue
+                if rest:
+                    found.append(Pip(venv, rest[0], rest[1:]))
+                break
+    return found
+
+
 def assignments(instruction: Instruction) -> Iterator[tuple[str, str]]:
     """The NAME=value pairs of an ENV, ARG or LABEL."""
     for word in shlex.split(instruction.arguments):
@@ -90,11 +142,16 @@ def test_hadolint_finds_nothing() -> None:
     run_ok([tool("hadolint"), "--failure-threshold", "style", DOCKERFILE])
 
 
-def test_every_stage_builds_on_slim_python_3_11() -> None:
+def test_every_stage_builds_on_one_exact_tag_of_slim_python_3_11() -> None:
     assert stages(), "no FROM"
-    for stage in stages():
-        image = base_image(stage)
-        assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?(@sha256:[0-9a-f]{64})?", image), image
+    images = {base_image(stage) for stage in stages()}
+    assert len(images) == 1, f"every stage on the same base image (ARG PYTHON_IMAGE), not {sorted(images)}"
+    image = images.pop()
+    # An exact patch version and Debian release; never `latest`, `3`, `3.11` or `3.11-slim`, which move.
+    # A release may add the digest (deploy/README.md, "Releases: pinned dependencies and base image").
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
+    # The locks are resolved for this Python (tests/deploy/test_lock.py checks their headers).
+    assert image.partition("@")[0] == locking.target().image
 
 
 def test_the_image_runs_as_a_numeric_non_root_user() -> None:
@@ -119,14 +176,72 @@ def test_no_secret_is_baked_into_the_image() -> None:
             assert not re.search(r"\b(curl|wget)\b", instruction.arguments), "no download outside pip"
 
 
-def test_it_installs_reckon_from_pyproject_without_dev_extras() -> None:
-    build = [i for stage in stages()[:-1] for i in stage] or stages()[-1]
+def build_instructions() -> list[Instruction]:
+    return [i for stage in stages()[:-1] for i in stage] or stages()[-1]
+
+
+def runtime_venvs() -> set[str]:
+    """The directories the final stage copies from the build stage (the venv Reckon runs from)."""
+    found: set[str] = set()
+    for instruction in stages()[-1]:
+        if instruction.keyword == "COPY" and "--from=" in instruction.arguments:
+            found |= {word for word in shlex.split(instruction.arguments)[:-1] if not word.startswith("--")}
+    return found
+
+
+def test_every_pip_install_takes_only_hashed_pins_or_the_local_wheel() -> None:
+    pips = pip_commands(build_instructions())
+    installs = [pip for pip in pips if pip.subcommand == "install"]
+    assert installs, "no pip install"
+    locks = {lock.path.name for lock in locking.LOCKS}
+    for pip in installs:
+        shown = f"{pip.venv}/bin/pip install {' '.join(pip.arguments)}"
+        # --no-deps everywhere: a dependency the lock misses fails `pip check`, it is never fetched.
+        assert "--no-deps" in pip.arguments, f"{shown}: --no-deps"
+        requirements = pip.option("-r", "--requirement")
+        if requirements is not None:
+            assert requirements in locks, f"{shown}: install from {sorted(locks)} only"
+            assert "--require-hashes" in pip.arguments, f"{shown}: --require-hashes"
+            assert not pip.positional(), f"{shown}: nothing but the lock"
+        else:
+            targets = pip.positional()
+            assert targets and all(target.endswith(".whl") for target in targets), (
+                f"{shown}: only the wheel built from these sources, or a lock with --require-hashes"
+            )
+    assert not [pip for pip in pips if pip.subcommand == "download"]
+
+
+def test_the_runtime_venv_gets_requirements_lock_and_the_reckon_wheel() -> None:
+    installs = [pip for pip in pip_commands(build_instructions()) if pip.subcommand == "install"]
+    runtime = runtime_venvs()
+    locked = {pip.venv for pip in installs if pip.option("-r", "--requirement") == locking.RUNTIME.path.name}
+    wheels = {pip.venv for pip in installs if any("reckon-" in target for target in pip.positional())}
+    assert locked and locked == wheels, f"requirements.lock into {locked}, Reckon's wheel into {wheels}"
+    assert locked <= runtime, f"the final stage copies {runtime}, not the venv the lock went into ({locked})"
+    built = {pip.venv for pip in installs if pip.option("-r", "--requirement") == locking.BUILD.path.name}
+    assert built and not built & runtime, "the build backend is installed from its lock, outside the image"
+    copied = {word for i in build_instructions() if i.keyword == "COPY" for word in shlex.split(i.arguments)}
+    assert {lock.path.name for lock in locking.LOCKS} <= copied
+
+
+def test_it_builds_reckon_from_pyproject_with_the_locked_backend_and_no_dev_extras() -> None:
+    build = build_instructions()
     copied = {source for i in build if i.keyword == "COPY" for source in shlex.split(i.arguments)[:-1]}
     assert "pyproject.toml" in copied and set(PACKAGES) <= copied
-    installs = [i.arguments for i in build if i.keyword == "RUN" and "pip install" in i.arguments]
-    assert installs, "no pip install"
-    words = shlex.split(" ".join(installs))
-    assert "." in words, "pip install . (dependencies from pyproject.toml)"
+    wheels = [pip for pip in pip_commands(build) if pip.subcommand == "wheel"]
+    assert len(wheels) == 1, "one `pip wheel .` builds Reckon"
+    (wheel,) = wheels
+    assert wheel.positional() == ["."], wheel.arguments
+    # No build isolation: the backend is the one requirements-build.lock put in that venv, not an
+    # unpinned setuptools fetched for the build.
+    assert {"--no-deps", "--no-build-isolation"} <= set(wheel.arguments), wheel.arguments
+    backends = {
+        pip.venv
+        for pip in pip_commands(build)
+        if pip.subcommand == "install" and pip.option("-r", "--requirement") == locking.BUILD.path.name
+    }
+    assert backends == {wheel.venv}
+    words = shlex.split(" ".join(i.arguments for i in build if i.keyword == "RUN"))
     assert "-e" not in words and "--editable" not in words
     assert "[dev]" not in DOCKERFILE.read_text(encoding="utf-8"), "no dev extras in the image"
 
@@ -199,7 +314,8 @@ def test_the_build_context_holds_everything_the_image_is_built_from() -> None:
     assert "accounting/store/alembic.ini" in files
     missing = [file for file in files if not in_context(file)]
     assert not missing, f".dockerignore leaves out {missing}"
-    for file in ("pyproject.toml", "README.md", "config/reckon.toml", "config/rate-card.toml"):
+    locks = tuple(lock.path.name for lock in locking.LOCKS)
+    for file in ("pyproject.toml", "README.md", "config/reckon.toml", "config/rate-card.toml", *locks):
         assert in_context(file), file
     for instruction in stages()[0] + stages()[-1]:
         if instruction.keyword == "COPY" and "--from" not in instruction.arguments:
