@@ -176,8 +176,9 @@ def bind(**fields: object) -> None:
 
 
 def _field(value: object) -> object:
-    """A bound value as JSON shows it: a flag stays true/false, anything else becomes text."""
-    return value if isinstance(value, bool) else str(value)
+    """A bound value as JSON shows it: a flag stays true/false and a number a number (a count, a
+    duration in seconds), anything else becomes text."""
+    return value if isinstance(value, bool | int | float) else str(value)
 
 
 # --- secrets ---------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The coordinator's and the relay's Prometheus metrics (prometheus-client's default registry,
-served on ``/metrics`` by ``observability.http``). Counters only count what this process did."""
+served on ``/metrics`` by ``observability.http``). Counters and histograms only count what this
+process did; the outbox, report and dead-letter gauges are set at scrape time
+(``accounting.runtime.ops``) from the store and the broker, so every replica shows the same values."""
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -47,16 +49,30 @@ PERIODS_REFUSED = Counter(
     "that are not the billing calendar's)",
     ["reason"],
 )
-INVOICES_PUBLISHED = Counter(
-    "reckon_invoices_published", "InvoiceIssued events the relay published and the broker confirmed"
-)
 EVENTS_PUBLISHED = Counter(
-    "reckon_events_published", "Outbox events published and confirmed, by message type", ["type"]
+    "reckon_events_published",
+    "Outbox events published and confirmed, by message type (InvoiceIssued: the invoices sent)",
+    ["type"],
+)
+RELAY_LAG = Histogram(
+    "reckon_relay_lag_seconds",
+    "From an outbox row made ready (its report issued) to its publish confirmed and marked sent",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400),
 )
 OUTBOX_PENDING = Gauge("reckon_outbox_pending", "Outbox rows ready and not yet sent (the relay's backlog)")
 OUTBOX_STAGED = Gauge("reckon_outbox_staged", "Invoices of reports still being priced: not relayable yet")
 OUTBOX_OLDEST_AGE = Gauge(
-    "reckon_outbox_oldest_pending_age_seconds", "How long the oldest unsent outbox row has waited (0: none)"
+    "reckon_outbox_oldest_pending_age_seconds",
+    "How long the oldest ready and unsent outbox row has waited since it was made ready (0: none)",
+)
+REPORT_LAST_FINISHED = Gauge(
+    "reckon_report_last_completed_timestamp_seconds",
+    "Unix time of the newest report that reached its final status, by outcome (completed, aborted); "
+    "read from the store",
+    ["outcome"],
+)
+REPORTS_AWAITING_APPROVAL = Gauge(
+    "reckon_reports_awaiting_approval", "Reports priced and waiting as drafts for a reviewer's decision"
 )
 DEAD_LETTERS = Gauge("reckon_dead_letters", "Messages in the dead-letter queue (billing.dead-letters)")
 TASK_FAILURES = Gauge("reckon_task_failures", "Failures in a row of a supervised task (0: healthy)", ["task"])
@@ -76,11 +92,15 @@ def report_completed() -> None:
     REPORTS.labels("completed", "").inc()
 
 
-def published(message_types: Sequence[str], invoice_type: str = "InvoiceIssued") -> None:
+def published(message_types: Sequence[str]) -> None:
     for message_type, count in Tally(message_types).items():
         EVENTS_PUBLISHED.labels(message_type).inc(count)
-        if message_type == invoice_type:
-            INVOICES_PUBLISHED.inc(count)
+
+
+def relayed(lags: Iterable[float]) -> None:
+    """Observe each confirmed row's wait, from ready to sent (never below 0: clocks of two hosts)."""
+    for lag in lags:
+        RELAY_LAG.observe(max(0.0, lag))
 
 
 def snapshot(machine: Gather) -> Snapshot:

@@ -23,12 +23,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from observability import logs
+
 log = logging.getLogger("reckon.supervisor")
 
 
 @dataclass
 class TaskHealth:
     name: str
+    """An identifier (``relay``, ``resume``, ``period_consumer``): the ``task`` label of
+    ``reckon_task_failures`` and the ``task`` field of the supervisor's log lines."""
     running: bool = False
     failures: int = 0
     """Failures since the task last ran without one."""
@@ -68,14 +72,15 @@ async def supervise(
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         health.restarts += 1
-        log.error(
-            "%s failed (%d in a row): %s; restarting in %.1fs",
-            health.name,
-            health.failures,
-            health.last_error,
-            state.upcoming_sleep,
-            exc_info=error,
-        )
+        with logs.bound(task=health.name):
+            log.error(
+                "task %s failed (%d in a row): %s; restarting in %.1fs",
+                health.name,
+                health.failures,
+                health.last_error,
+                state.upcoming_sleep,
+                exc_info=error,
+            )
 
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(Exception),

@@ -11,9 +11,12 @@ the derived id. The outbox has no headers column and needs none.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from uuid import UUID
 
+from observability import logs, tracing
 from observability.tracing import TraceContext, trace_id_for
 
 KEPT = 4096
@@ -38,3 +41,13 @@ def report_trace(report_id: UUID, inherited: TraceContext | None = None) -> Trac
         return inherited.child()
     kept = _traces.get(report_id)
     return TraceContext.new(kept) if kept is not None else TraceContext.for_report(report_id)
+
+
+@contextlib.contextmanager
+def report_context(report_id: UUID, **fields: object) -> Iterator[TraceContext]:
+    """Work on one report, and the lines logged about it, outside its build: every record logged in
+    the block carries ``report_id`` (and ``fields``) and the report's ``trace_id`` (``report_trace``),
+    as the lines of its build do. For the relay, the take-over of a report and a decision on a draft."""
+    trace = report_trace(report_id)
+    with tracing.traced(trace), logs.bound(report_id=report_id, **fields):
+        yield trace

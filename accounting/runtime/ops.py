@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from aio_pika.abc import AbstractConnection
 from sqlalchemy import text
 
+from accounting.core.lifecycle import ReportStatus
 from accounting.infra import metrics
 from accounting.infra.supervisor import TaskHealth
 from accounting.runtime.app import CoordinatorApp
@@ -93,8 +94,15 @@ async def stopping() -> str:
     return "stopping"
 
 
+OUTCOMES = {ReportStatus.COMPLETED: "completed", ReportStatus.ABORTED: "aborted"}
+"""The ``outcome`` label of ``reckon_report_last_completed_timestamp_seconds``, by final status."""
+
+
 def watch_outbox(server: OpsServer, store: ReportStore, tasks: Sequence[TaskHealth]) -> None:
-    """At each scrape: the outbox backlog and its oldest row's age, and each task's failures."""
+    """At each scrape: the outbox backlog and how long its oldest ready row has waited since it was
+    made ready, when the newest report completed and aborted and how many drafts wait (read from
+    the store, so the coordinator and the standalone relay both show them), and each task's
+    failures."""
 
     async def outbox() -> None:
         status = await store.outbox_status()
@@ -106,12 +114,25 @@ def watch_outbox(server: OpsServer, store: ReportStore, tasks: Sequence[TaskHeal
         age = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
         metrics.OUTBOX_OLDEST_AGE.set(age)
 
+    async def reports() -> None:
+        status = await store.reports_status()
+        for final, outcome in OUTCOMES.items():
+            at = status.last_final_at.get(final)
+            if at is not None:  # an outcome no report reached yet has no series
+                metrics.REPORT_LAST_FINISHED.labels(outcome).set(_unix(at))
+        metrics.REPORTS_AWAITING_APPROVAL.set(status.awaiting_approval)
+
     async def supervised() -> None:
         for health in tasks:
             metrics.TASK_FAILURES.labels(health.name).set(health.failures)
 
     server.before_scrape("outbox", outbox)
+    server.before_scrape("reports", reports)
     server.before_scrape("tasks", supervised)
+
+
+def _unix(at: datetime) -> float:
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
 
 
 class DeadLetterCount:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.numbering import Numbering
 from accounting.core.report import ReportKey, aborted
+from accounting.infra.traces import report_context
 from accounting.service.queries import find_report
 from accounting.store.repository import DraftNotFound, Issued, ReportRecord, ReportStore
 from contracts import AbortCode, AbortReason
@@ -64,15 +65,16 @@ async def approve(
         issued = await store.approve(record.report_id, by, at, numbering, reason)
     except DraftNotFound as error:
         raise CannotDecide(str(error)) from None
-    log.info(
-        "report %s period %s approved by %s: %d invoices, %d credit notes numbered %s",
-        record.report_id,
-        period_id,
-        by,
-        issued.invoices,
-        issued.credit_notes,
-        ", ".join(f"{first}…{last}" for first, last in issued.ranges) or "(none)",
-    )
+    with report_context(record.report_id, period_id=period_id):
+        log.info(
+            "report %s period %s approved by %s: %d invoices, %d credit notes numbered %s",
+            record.report_id,
+            period_id,
+            by,
+            issued.invoices,
+            issued.credit_notes,
+            ", ".join(f"{first}…{last}" for first, last in issued.ranges) or "(none)",
+        )
     return Approved(record, issued)
 
 
@@ -89,7 +91,8 @@ async def reject(
         await store.reject(record.report_id, by, at, reason.strip(), outcome.report)
     except DraftNotFound as error:
         raise CannotDecide(str(error)) from None
-    log.warning("report %s period %s → aborted: %s", record.report_id, period_id, message)
+    with report_context(record.report_id, period_id=period_id):
+        log.warning("report %s period %s → aborted: %s", record.report_id, period_id, message)
     return record
 
 
@@ -108,8 +111,12 @@ async def approve_overdue(
             )
         except DraftNotFound:
             continue  # decided by a reviewer meanwhile
-        log.info(
-            "report %s period %s approved automatically after %s", report_id, record.period.period_id, after
-        )
+        with report_context(report_id, period_id=record.period.period_id):
+            log.info(
+                "report %s period %s approved automatically after %s",
+                report_id,
+                record.period.period_id,
+                after,
+            )
         approved.append(Approved(record, issued))
     return approved

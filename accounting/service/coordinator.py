@@ -30,7 +30,7 @@ from accounting.core.rate_card import RateCard
 from accounting.core.report import Aborted, ReportKey, ReportOutcome, aborted
 from accounting.infra import metrics
 from accounting.infra.clock import Clock, utc_now
-from accounting.infra.traces import report_trace
+from accounting.infra.traces import report_context, report_trace
 from accounting.service.gather_sink import StoreSink
 from accounting.service.leases import LeaseKeeper
 from accounting.service.pricer import Pricer
@@ -161,9 +161,12 @@ class Coordinator:
                 rate_card=self.card.model_dump(mode="json"),
             )
         except ReportExists:
-            log.info(
-                "period %s already has a report; event from %s ignored", period.period_id, event.requested_by
-            )
+            with report_context(report_id(period.period_id, 1), period_id=period.period_id):
+                log.info(
+                    "period %s already has a report; event from %s ignored",
+                    period.period_id,
+                    event.requested_by,
+                )
             return None
 
     async def run_period(self, event: PeriodClosed) -> ReportRun | None:
@@ -175,7 +178,7 @@ class Coordinator:
         task = asyncio.create_task(self.build(record), name=f"report {record.report_id}")
         self.building[record.report_id] = task
         task.add_done_callback(lambda _task: self.building.pop(record.report_id, None))
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(lambda done: _log_failure(done, record))
         return task
 
     async def resume_abandoned(self) -> list[asyncio.Task[ReportRun]]:
@@ -188,9 +191,12 @@ class Coordinator:
             self.owner, now, now + self.lease, period_id, exclude=set(self.building)
         )
         for record in claimed:
-            log.warning(
-                "report %s period %s: resuming an abandoned report", record.report_id, record.period.period_id
-            )
+            with report_context(record.report_id, period_id=record.period.period_id):
+                log.warning(
+                    "report %s period %s: resuming an abandoned report",
+                    record.report_id,
+                    record.period.period_id,
+                )
         return claimed
 
     async def build(self, record: ReportRecord) -> ReportRun:
@@ -201,8 +207,9 @@ class Coordinator:
         most ``max_build_attempts`` builds in all; any other error, or the last attempt's, aborts it
         as ``internal``, naming the error. A lost lease just stops this builder.
 
-        Everything it logs carries the report id (and the trace id: the report's trace, continued
-        from PeriodClosed's ``traceparent`` when the build started from one).
+        Everything it logs carries the report id and the period id as fields (and the trace id:
+        the report's trace, continued from PeriodClosed's ``traceparent`` when the build started
+        from one). Lines about a report logged outside a build do too (``report_context``).
         """
         trace = report_trace(record.report_id, tracing.current())
         with tracing.traced(trace), logs.bound(report_id=record.report_id, period_id=record.period.period_id):
@@ -383,6 +390,7 @@ def _stored(outcome: ServiceOutcome, asked: bool) -> StoredReply:
     )
 
 
-def _log_failure(task: asyncio.Task[ReportRun]) -> None:
+def _log_failure(task: asyncio.Task[ReportRun], record: ReportRecord) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("%s ended with %r", task.get_name(), task.exception())
+        with report_context(record.report_id, period_id=record.period.period_id):
+            log.error("%s ended with %r", task.get_name(), task.exception())

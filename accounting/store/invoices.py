@@ -250,7 +250,7 @@ async def enqueue(
     ready: bool = True,
 ) -> None:
     """Queue a report's own event, relayed after every other row of the report (a draft's waits,
-    not ``ready``, until it is approved)."""
+    not ``ready``, until it is approved: ``issue_documents`` then sets its ``ready_at``)."""
     await connection.execute(
         schema.outbox.insert().values(
             report_id=str(report_id),
@@ -263,6 +263,7 @@ async def enqueue(
             created_at=at,
             attempts=0,
             ready=ready,
+            ready_at=at if ready else None,
             final=True,
         )
     )

@@ -66,7 +66,8 @@ async def issue_documents(
     connection: AsyncConnection, report_id: UUID, numbering: Numbering, at: datetime
 ) -> Issued:
     """Stamp the report's staged invoices and credit notes with numbers and dates and make its
-    outbox rows ready; the caller moves the report to PUBLISHING in the same transaction."""
+    outbox rows ready (``ready_at``: now, where relay lag starts); the caller moves the report to
+    PUBLISHING in the same transaction."""
     stamp = numbering.stamp(at)
     invoices = await _stamp(
         connection, schema.invoices, "invoice", report_id, numbering, at, stamp.invoice_body
@@ -78,7 +79,7 @@ async def issue_documents(
     await connection.execute(
         update(outbox)
         .where(outbox.c.report_id == str(report_id), outbox.c.ready.is_(False))
-        .values(ready=True)
+        .values(ready=True, ready_at=at)
     )
     return Issued(invoices[0], notes[0], tuple(span for _, span in (invoices, notes) if span is not None))
 

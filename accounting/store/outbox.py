@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -32,6 +32,9 @@ class OutboxRow:
     """The report's own event: relayed only after every other row of its report."""
     claim: str | None = field(default=None, compare=False)
     """The token of the relay claim this row was handed out under (not part of the row's identity)."""
+    ready_at: datetime | None = field(default=None, compare=False)
+    """When the row was made ready for the relay (its ``created_at`` for a row written without
+    ``ready_at``, before 0007): where its relay lag starts."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class OutboxStatus:
     staged: int
     """Invoices of reports still being priced: not relayed until their report is complete."""
     oldest_pending_at: datetime | None
+    """When the oldest ready, unsent row was made ready (``ready_at``, else ``created_at``): a draft
+    approved days after it was priced has waited for the relay since its approval, not its pricing."""
     last_error: str | None
     last_error_message_id: str | None
 
@@ -193,7 +198,7 @@ class OutboxRepository:
         async with self.engine.connect() as connection:
             pending, oldest = (
                 await connection.execute(
-                    select(func.count(), func.min(table.c.created_at)).where(unsent, table.c.ready.is_(True))
+                    select(func.count(), func.min(_ready_since())).where(unsent, table.c.ready.is_(True))
                 )
             ).one()
             staged = (
@@ -231,6 +236,13 @@ def _still_held(rows: Sequence[OutboxRow]) -> Any:
     return and_(table.c.id.in_([row.id for row in rows]), table.c.sent_at.is_(None), held)
 
 
+def _ready_since() -> Any:
+    """When a row was made ready: ``ready_at``, or ``created_at`` for a row written without one
+    (before 0007, or by the release before it, which knows no ``ready_at``)."""
+    table = schema.outbox
+    return func.coalesce(table.c.ready_at, table.c.created_at)
+
+
 def _with_body() -> Any:
     """Outbox columns with the body to publish: an invoice's lives in ``invoices`` and a credit
     note's in ``credit_notes``, once."""
@@ -247,6 +259,7 @@ def _with_body() -> Any:
         table.c.attempts,
         table.c.final,
         table.c.claim,
+        _ready_since().label("ready_at"),
     ).select_from(
         table.outerjoin(invoices, invoices.c.invoice_id == table.c.message_id).outerjoin(
             notes, notes.c.credit_note_id == table.c.message_id
@@ -267,4 +280,12 @@ def _outbox_row(row: Row[Any]) -> OutboxRow:
         attempts=row.attempts,
         final=row.final,
         claim=row.claim,
+        ready_at=_utc(row.ready_at),
     )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """An aware UTC time (a driver may hand back a naive one for an expression's result)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Row, Select, and_, or_, select, update
+from sqlalchemy import Row, Select, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -61,6 +61,22 @@ class ReportRecord:
             and self.lease_until is not None
             and self.lease_until > now
         )
+
+
+FINAL = (ReportStatus.COMPLETED, ReportStatus.ABORTED)
+"""Statuses a report never leaves."""
+
+
+@dataclass(frozen=True)
+class ReportsStatus:
+    """Whether periods close, as ``/metrics`` shows it: when the newest report reached each final
+    status, and how many priced reports wait for a reviewer."""
+
+    last_final_at: Mapping[ReportStatus, datetime]
+    """The time of the newest transition to COMPLETED and to ABORTED (a status no report reached
+    yet is absent)."""
+    awaiting_approval: int
+    """Reports in DRAFT."""
 
 
 class ReportsRepository:
@@ -175,6 +191,30 @@ class ReportsRepository:
                 )
             ).all()
         return [Transition(ReportStatus(row.status), row.at, row.reason) for row in rows]
+
+    async def reports_status(self) -> ReportsStatus:
+        """The newest final transition of each outcome (its transition's own time: a report's row
+        changes later, when an aborted builder releases it) and the number of drafts."""
+        transitions, reports = schema.report_transitions, schema.reports
+        async with self.engine.connect() as connection:
+            finals = (
+                await connection.execute(
+                    select(transitions.c.status, func.max(transitions.c.at))
+                    .where(transitions.c.status.in_([status.value for status in FINAL]))
+                    .group_by(transitions.c.status)
+                )
+            ).all()
+            drafts = (
+                await connection.execute(
+                    select(func.count())
+                    .select_from(reports)
+                    .where(reports.c.status == ReportStatus.DRAFT.value)
+                )
+            ).scalar_one()
+        return ReportsStatus(
+            last_final_at={ReportStatus(status): at for status, at in finals if at is not None},
+            awaiting_approval=int(drafts),
+        )
 
     # --- leases: which coordinator is building a report ----------------------------------
 

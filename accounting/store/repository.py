@@ -28,7 +28,14 @@ from accounting.store.replies import (
     StoredReply,
     UsageRow,
 )
-from accounting.store.reports import ACTIVE, LEASED, ReportExists, ReportRecord, ReportsRepository
+from accounting.store.reports import (
+    ACTIVE,
+    LEASED,
+    ReportExists,
+    ReportRecord,
+    ReportsRepository,
+    ReportsStatus,
+)
 from accounting.store.usage import UsageRepository
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "ReportExists",
     "ReportRecord",
     "ReportStore",
+    "ReportsStatus",
     "StagedCreditNote",
     "StagedInvoice",
     "StoredChunk",

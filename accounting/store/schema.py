@@ -247,6 +247,9 @@ outbox = Table(
     Column("claimed_until", UtcDateTime, nullable=True),
     # False while a report's invoices are being written: the relay sees them all at once.
     Column("ready", Boolean, nullable=False, default=True),
+    # When ``ready`` became true (0007): what relay lag and the backlog's age count from. None for a
+    # row written before 0007 or by the release before it: readers fall back to ``created_at``.
+    Column("ready_at", UtcDateTime, nullable=True),
     # The report's own event (ReportCompleted/ReportAborted): relayed after its other rows.
     Column("final", Boolean, nullable=False, default=False),
     Index(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -20,6 +22,7 @@ from accounting.runtime.app import CoordinatorApp, start_coordinator
 from accounting.runtime.settings import Settings
 from accounting.service.coordinator import ReportRun
 from contracts import CONTENT_TYPE, Period, PeriodClosed, Topology, UsageRecord, UsageRequest
+from observability import logs
 from workers.sdk import Responder, UsageService, WorkerSettings
 
 CARD_TOML = """
@@ -266,3 +269,36 @@ def record(
         quantity=Decimal(quantity),
         unit=unit,
     )
+
+
+@dataclass
+class JsonLog:
+    """The lines ``RECKON_LOG_FORMAT=json`` wrote while ``json_logs`` captured, each parsed."""
+
+    stream: io.StringIO
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+    def of(self, *loggers: str) -> list[dict[str, Any]]:
+        """The records of these loggers."""
+        return [line for line in self.records if line.get("logger") in loggers]
+
+
+@contextmanager
+def json_logs(logger: str = "reckon", level: int = logging.INFO) -> Iterator[JsonLog]:
+    """Render what ``logger`` and its children log at ``level`` and above with the JSON formatter
+    the processes use (bound fields and the current trace id included), as a process would."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.json_formatter())
+    target = logging.getLogger(logger)
+    before = target.level
+    target.addHandler(handler)
+    target.setLevel(level)
+    try:
+        yield JsonLog(stream)
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(before)

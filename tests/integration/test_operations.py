@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +28,16 @@ from accounting.runtime.ops import DeadLetterCount, watch_coordinator
 from contracts import CONTENT_TYPE, Period, Topology, UsageReply, UsageRequest
 from observability import tracing
 from observability.http import HttpSettings, OpsServer
-from tests.integration.support import StaticService, coordinator, eventually, raw_service, record, serving
+from tests.integration.support import (
+    JsonLog,
+    StaticService,
+    coordinator,
+    eventually,
+    json_logs,
+    raw_service,
+    record,
+    serving,
+)
 from workers.sdk import WorkerSettings, serve
 
 pytestmark = pytest.mark.integration
@@ -99,6 +109,11 @@ async def capturing(
         await channel.close()
 
 
+def answers(logged: JsonLog) -> list[dict[str, Any]]:
+    """The worker's line for each answer it sent."""
+    return [line for line in logged.of("reckon.worker") if "chunks" in line]
+
+
 def compute() -> StaticService:
     return StaticService(
         "compute", [record(account, f"vm-{account}", "vcpu", "36000", "vCPU-second") for account in ACCOUNTS]
@@ -125,11 +140,33 @@ async def test_a_coordinator_is_ready_once_started_and_counts_a_completed_report
                 capturing(connection, topology.invoices.name) as invoices,
                 capturing(connection, topology.usage.name, "compute") as requests,  # a copy of each
             ):
-                await close_period(connection, topology, PERIOD, requested_by="test")  # as the scheduler
-                run = await running.next_run()
-                await running.wait_until(run, ReportStatus.COMPLETED)
-                await eventually(lambda: len(invoices) == len(ACCOUNTS), timeout=15)
+                with json_logs() as logged:
+                    await close_period(connection, topology, PERIOD, requested_by="test")  # as the scheduler
+                    run = await running.next_run()
+                    await running.wait_until(run, ReportStatus.COMPLETED)
+                    await eventually(lambda: len(invoices) == len(ACCOUNTS), timeout=15)
+                    await eventually(lambda: bool(logged.of("reckon.relay") and answers(logged)), timeout=15)
             after = await scrape(server)
+
+            # Every line about the report — its build, its pricing, the relay's "completed" — and the
+            # worker's answer carry the report's id and trace id as fields.
+            report = run.key.report_id
+            lines = [
+                line
+                for line in logged.of("reckon.coordinator", "reckon.pricer", "reckon.relay")
+                if str(line["event"]).startswith(f"report {report}")
+            ]
+            assert {line["logger"] for line in lines} == {
+                "reckon.coordinator",
+                "reckon.pricer",
+                "reckon.relay",
+            }
+            assert all((line["report_id"], line["trace_id"]) == (str(report), report.hex) for line in lines)
+            [completed] = logged.of("reckon.relay")
+            assert completed["event"] == f"report {report} completed: every event confirmed"
+            [answer] = answers(logged)
+            assert (answer["service"], answer["records"], answer["chunks"]) == ("compute", len(ACCOUNTS), 1)
+            assert (answer["report_id"], answer["trace_id"]) == (str(report), report.hex)
 
             # The request and every invoice carry the report's trace: derived from its id, as the
             # scheduler started it with PeriodClosed; each message is a span of its own.
@@ -144,12 +181,24 @@ async def test_a_coordinator_is_ready_once_started_and_counts_a_completed_report
                 == 1
             )
             assert gained(before, after, "reckon_service_records_total", service="compute") == len(ACCOUNTS)
-            assert gained(before, after, "reckon_invoices_published_total") == len(ACCOUNTS)
+            assert gained(before, after, "reckon_events_published_total", type="InvoiceIssued") == len(
+                ACCOUNTS
+            )
             assert gained(before, after, "reckon_events_published_total", type="ReportCompleted") == 1
+            assert not [name for name, _ in after if name.startswith("reckon_invoices_published")]
+            assert gained(before, after, "reckon_relay_lag_seconds_count") == len(ACCOUNTS) + 1
             assert value(after, "reckon_outbox_pending") == 0
             assert value(after, "reckon_outbox_oldest_pending_age_seconds") == 0
             assert value(after, "reckon_dead_letters") == 0
-            assert value(after, "reckon_task_failures", task="outbox relay") == 0
+            assert value(after, "reckon_reports_awaiting_approval") == 0
+            completed_at = value(after, "reckon_report_last_completed_timestamp_seconds", outcome="completed")
+            assert 0 <= time.time() - completed_at < 60
+            assert {dict(labels)["task"] for name, labels in after if name == "reckon_task_failures"} == {
+                "relay",
+                "resume",
+                "period_consumer",
+            }
+            assert value(after, "reckon_task_failures", task="relay") == 0
 
             # The relay and the take-over loop stop (as when stalled for good): not ready, and why.
             running.app._stop.set()
@@ -198,58 +247,80 @@ async def test_a_worker_is_ready_while_consuming_and_echoes_the_trace_on_its_rep
     sent = tracing.TraceContext.new()
     async with ops_server() as server:
         assert (await readyz(server))[0] == 503
-        worker = asyncio.create_task(serve(echo, settings, stop, server))
-        try:
-            await eventually(lambda: ready(server), timeout=15)
-            assert (await readyz(server))[1]["checks"] == {"broker": "ok", "consuming": "ok"}
-            before = await scrape(server)
+        with json_logs() as logged:
+            worker = asyncio.create_task(serve(echo, settings, stop, server))
+            try:
+                await eventually(lambda: ready(server), timeout=15)
+                assert (await readyz(server))[1]["checks"] == {"broker": "ok", "consuming": "ok"}
+                before = await scrape(server)
 
-            channel = await connection.channel(publisher_confirms=True)
-            replies = await channel.declare_queue("", exclusive=True, auto_delete=True)
-            request = UsageRequest(
-                request_id=uuid.uuid4().hex,
-                report_id=uuid.uuid4(),
-                period=PERIOD,
-                service="echo",
-                deadline=datetime.now(UTC) + timedelta(seconds=30),
-            )
-            exchange = await channel.get_exchange(topology.usage.name)
-            await exchange.publish(
-                aio_pika.Message(
-                    request.to_json(),
-                    content_type=CONTENT_TYPE,
-                    correlation_id=request.request_id,
-                    reply_to=replies.name,
-                    user_id="guest",
-                    headers=sent.headers(),
-                ),
-                routing_key="echo",
-                mandatory=True,
-            )
-            received: list[AbstractIncomingMessage] = []
-            async with asyncio.timeout(15), replies.iterator() as messages:
-                async for message in messages:
-                    await message.ack()
-                    received.append(message)
-                    if UsageReply.from_json(message.body).chunk.last:
-                        break
-            await channel.close()
+                channel = await connection.channel(publisher_confirms=True)
+                replies = await channel.declare_queue("", exclusive=True, auto_delete=True)
+                request = UsageRequest(
+                    request_id=uuid.uuid4().hex,
+                    report_id=uuid.uuid4(),
+                    period=PERIOD,
+                    service="echo",
+                    deadline=datetime.now(UTC) + timedelta(seconds=30),
+                )
+                exchange = await channel.get_exchange(topology.usage.name)
+                await exchange.publish(
+                    aio_pika.Message(
+                        request.to_json(),
+                        content_type=CONTENT_TYPE,
+                        correlation_id=request.request_id,
+                        reply_to=replies.name,
+                        user_id="guest",
+                        headers=sent.headers(),
+                    ),
+                    routing_key="echo",
+                    mandatory=True,
+                )
+                received: list[AbstractIncomingMessage] = []
+                async with asyncio.timeout(15), replies.iterator() as messages:
+                    async for message in messages:
+                        await message.ack()
+                        received.append(message)
+                        if UsageReply.from_json(message.body).chunk.last:
+                            break
+                await channel.close()
 
-            echoed = {tracing.from_headers(message.headers) for message in received}
-            assert len(received) == 3 and len(echoed) == 1  # one span for the whole answer
-            [context] = echoed
-            assert context is not None and context.trace_id == sent.trace_id
-            assert context.parent_id != sent.parent_id
+                echoed = {tracing.from_headers(message.headers) for message in received}
+                assert len(received) == 3 and len(echoed) == 1  # one span for the whole answer
+                [context] = echoed
+                assert context is not None and context.trace_id == sent.trace_id
+                assert context.parent_id != sent.parent_id
 
-            after = await scrape(server)
-            assert (
-                gained(before, after, "reckon_worker_requests_total", service="echo", outcome="answered") == 1
-            )
-            assert gained(before, after, "reckon_worker_records_sent_total", service="echo") == 5
-            assert gained(before, after, "reckon_worker_answer_seconds_count", service="echo") == 1
-        finally:
-            stop.set()
-            await asyncio.wait_for(worker, 30)
+                # Once the answer is sent (every reply confirmed, the request acknowledged): one line.
+                await eventually(lambda: bool(answers(logged)), timeout=15)
+                [answered] = answers(logged)
+                assert answered["level"] == "info"
+                assert answered["event"].startswith(f"service echo: request {request.request_id} answered: ")
+                assert {
+                    key: answered[key] for key in ("request_id", "service", "records", "chunks", "outcome")
+                } == {
+                    "request_id": request.request_id,
+                    "service": "echo",
+                    "records": 5,
+                    "chunks": 3,
+                    "outcome": "ok",
+                }
+                assert isinstance(answered["seconds"], float) and answered["seconds"] >= 0
+                assert (answered["trace_id"], answered["report_id"]) == (
+                    sent.trace_id,
+                    str(request.report_id),
+                )
+
+                after = await scrape(server)
+                assert (
+                    gained(before, after, "reckon_worker_requests_total", service="echo", outcome="answered")
+                    == 1
+                )
+                assert gained(before, after, "reckon_worker_records_sent_total", service="echo") == 5
+                assert gained(before, after, "reckon_worker_answer_seconds_count", service="echo") == 1
+            finally:
+                stop.set()
+                await asyncio.wait_for(worker, 30)
         assert await readyz(server) == (503, {"status": "not ready", "checks": {"shutdown": "stopping"}})
 
 

@@ -14,7 +14,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 
 from accounting.amqp.topology import declare_coordinator_topology
 from contracts import Period, Topology, UsageRecord, UsageReply, UsageRequest
-from tests.integration.support import StaticService, eventually, record
+from tests.integration.support import StaticService, eventually, json_logs, record
 from workers.sdk import Responder, WorkerSettings
 
 pytestmark = pytest.mark.integration
@@ -234,11 +234,32 @@ async def test_an_exception_mid_stream_gives_an_internal_error_after_the_chunks_
     responder = await Finishing.create(connection, service, settings)
     try:
         asked = usage_request(datetime.now(UTC) + timedelta(seconds=30))
-        await request(connection, topology, reply_queue.name, asked.to_json(), asked.request_id)
-        received = await replies(reply_queue, 3)
-        await finish(responder)
+        with json_logs() as logged:
+            await request(connection, topology, reply_queue.name, asked.to_json(), asked.request_id)
+            received = await replies(reply_queue, 3)
+            await finish(responder)
     finally:
         await responder.close()
+
+    # The failure is an error line, and the answer sent one line at INFO, both naming the request.
+    failed, answered = logged.of("reckon.worker")
+    assert (failed["level"], failed["request_id"]) == ("error", asked.request_id)
+    assert "RuntimeError: lost the store after 250 records" in failed["exception"]
+    assert answered["level"] == "info"
+    assert answered["event"].startswith(
+        f"service echo: request {asked.request_id} answered with an error reply (internal): "
+        "200 records in 2 chunk(s)"
+    )
+    assert {
+        key: answered[key] for key in ("request_id", "report_id", "outcome", "error", "records", "chunks")
+    } == {
+        "request_id": asked.request_id,
+        "report_id": str(asked.report_id),
+        "outcome": "error",
+        "error": "internal",
+        "records": 200,
+        "chunks": 2,
+    }
 
     first, second, failure = received
     assert [(r.status, r.chunk.seq, r.chunk.last, len(r.records)) for r in (first, second)] == [

@@ -270,7 +270,7 @@ async def test_outbox_status_counts_pending_staged_and_sent_rows_and_the_last_er
         pending=3,
         sent=1,
         staged=2,
-        oldest_pending_at=minutes(9),
+        oldest_pending_at=minutes(10),  # made ready when October was issued (priced at 9)
         last_error="NO_ROUTE: payments.invoices",
         last_error_message_id=second.message_id,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from accounting.core.lifecycle import ReportStatus
 from accounting.service.relay import OutboxRelay
 from accounting.store.repository import OutboxRow, ReportStore
 from contracts import Period
-from tests.integration.support import eventually
+from tests.integration.support import eventually, json_logs
 from tests.store.support import NOVEMBER, OCTOBER, minutes, publishing_report, status
 
 
@@ -155,6 +156,42 @@ async def test_an_unroutable_invoice_is_kept_and_does_not_stop_the_others(store:
     assert await relay(store, publisher, at=21).flush() == 2
     assert publisher.confirmed[-2:] == [stuck, completed_id(record.report_id)]
     assert await status(store, record.report_id) is ReportStatus.COMPLETED
+
+
+async def test_every_line_the_relay_logs_about_a_report_carries_its_report_and_trace_ids(
+    store: ReportStore,
+) -> None:
+    october, invoices, _ = await publishing_report(store, accounts=3)
+    november, _, _ = await publishing_report(store, accounts=2, period=NOVEMBER)
+    stuck = str(invoices[0].invoice_id)
+    publisher = FakePublisher(
+        unroutable={stuck},
+        on_publish=lambda: logging.getLogger("reckon.publish").warning("republishing (attempt 2)"),
+    )
+
+    with json_logs() as logged:
+        await relay(store, publisher).flush()
+        publisher.unroutable.clear()
+        await relay(store, publisher, at=21).flush()
+
+    relayed = logged.of("reckon.relay")
+    assert [line["event"] for line in relayed] == [
+        f"outbox {stuck} of report {october.report_id} not delivered: {stuck}: no queue is bound",
+        f"report {november.report_id} completed: every event confirmed",
+        f"report {october.report_id} completed: every event confirmed",
+    ]
+    assert [line["level"] for line in relayed] == ["error", "info", "info"]
+    assert [line["report_id"] for line in relayed] == [
+        str(october.report_id),
+        str(november.report_id),
+        str(october.report_id),
+    ]
+    # What the publisher logs while it sends a row is that row's report's too.
+    published = logged.of("reckon.publish")
+    assert len(published) == len(publisher.confirmed) + 1
+    assert {line["report_id"] for line in published} == {str(october.report_id), str(november.report_id)}
+    for line in [*relayed, *published]:
+        assert line["trace_id"] == UUID(line["report_id"]).hex
 
 
 async def test_an_unexpected_publish_error_still_marks_the_confirmed_rows_of_its_window(

@@ -50,7 +50,7 @@ async def test_downgrade_undoes_a_migration_that_loses_nothing_and_upgrade_redoe
     assert await current_revision(store.engine) == "0005"
 
     await upgrade(store.engine)
-    assert await current_revision(store.engine) == "0006"
+    assert await current_revision(store.engine) == "0007"
 
 
 async def test_downgrade_refuses_to_drop_invoice_series_and_approvals(store: ReportStore) -> None:
@@ -60,7 +60,7 @@ async def test_downgrade_refuses_to_drop_invoice_series_and_approvals(store: Rep
         RuntimeError, match="refusing to downgrade below 0006: 1 invoice series and 1 approvals"
     ):
         await downgrade(store.engine, "0005")
-    assert await current_revision(store.engine) == "0006"
+    assert await current_revision(store.engine) == "0007"
     assert len(await store.invoices(period_id="2026-10")) == 2
 
 
@@ -87,7 +87,7 @@ async def reckon_db(url: str, *arguments: str) -> tuple[int, str]:
 async def test_reckon_db_downgrade_asks_for_yes_and_says_why_it_refuses(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/reckon.sqlite3"
 
-    assert await reckon_db(url, "upgrade") == (0, "store schema is up to date (revision 0006)")
+    assert await reckon_db(url, "upgrade") == (0, "store schema is up to date (revision 0007)")
     assert await reckon_db(url, "downgrade", "0005") == (
         2,
         "error: downgrading drops what the migrations after 0005 added; run again with --yes",

@@ -4,22 +4,30 @@ answers, and how the coordinator picks a report's trace."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
+import platform
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from importlib import metadata
 from uuid import UUID, uuid4
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from accounting.amqp.publisher import _trace_headers
 from accounting.infra import traces
-from accounting.infra.supervisor import TaskHealth
+from accounting.infra.supervisor import TaskHealth, supervise
+from accounting.runtime.app import CoordinatorApp
 from accounting.runtime.ops import task_check
+from accounting.service.relay import OutboxRelay
 from contracts import report_id
 from observability import logs, tracing
+from observability.build import build_version, register_build_info
 from observability.http import SCRAPE_ERRORS, HttpSettings, OpsServer
 from observability.tracing import TraceContext
 
@@ -171,6 +179,42 @@ def test_a_log_line_is_one_json_object_with_the_bound_context(
     assert not {"report_id", "request_id", "trace_id"} & set(outside)
 
 
+def test_a_bound_count_or_duration_stays_a_number_and_anything_else_becomes_text(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_log
+    with logs.bound(records=5, seconds=0.25, last=True, report_id=UUID(int=7)):
+        logger.info("answered")
+    [line] = lines(stream)
+    assert (line["records"], line["seconds"], line["last"]) == (5, 0.25, True)
+    assert line["report_id"] == str(UUID(int=7))
+
+
+def test_a_report_context_binds_the_reports_id_and_trace_id() -> None:
+    report = report_id("2026-10", 1)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.json_formatter(process="relay"))
+    logger = logging.getLogger("reckon.test-report-context")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        with traces.report_context(report, period_id="2026-10") as trace:
+            logger.info("report %s completed", report)
+        logger.info("after")
+    finally:
+        logger.removeHandler(handler)
+    inside, after = lines(stream)
+    assert (inside["report_id"], inside["period_id"], inside["trace_id"]) == (
+        str(report),
+        "2026-10",
+        report.hex,
+    )
+    assert trace.trace_id == report.hex
+    assert not {"report_id", "period_id", "trace_id"} & set(after)
+
+
 def test_an_exception_is_in_the_same_line(json_log: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = json_log
     try:
@@ -283,8 +327,67 @@ async def test_metrics_are_refreshed_at_scrape_time_and_a_failing_read_is_counte
     assert SCRAPE_ERRORS.labels("dead_letters")._value.get() == failed_before + 1
 
 
+def test_build_info_is_one_series_set_to_1_and_registering_it_again_is_harmless() -> None:
+    registry = CollectorRegistry()
+    gauge = register_build_info(registry)
+    assert register_build_info(registry) is gauge  # twice in one process (a test, a restart in place)
+
+    [family] = text_string_to_metric_families(generate_latest(registry).decode())
+    assert (family.name, family.type) == ("reckon_build_info", "gauge")
+    assert [(sample.name, sample.labels, sample.value) for sample in family.samples] == [
+        (
+            "reckon_build_info",
+            {"version": metadata.version("reckon"), "python": platform.python_version()},
+            1.0,
+        )
+    ]
+
+    register_build_info()  # the default registry, which /metrics serves
+    register_build_info()
+    labels = {"version": build_version(), "python": platform.python_version()}
+    assert REGISTRY.get_sample_value("reckon_build_info", labels) == 1.0
+
+
+def test_supervised_tasks_are_named_by_identifiers_the_task_label_can_carry() -> None:
+    app_tasks = {
+        field.name: field.default_factory().name  # type: ignore[operator]
+        for field in dataclasses.fields(CoordinatorApp)
+        if field.type == "TaskHealth"
+    }
+    relay = OutboxRelay(None, None, clock=lambda: datetime.now(UTC))  # type: ignore[arg-type]
+    assert app_tasks == {"resumer": "resume", "period_consumer": "period_consumer"}
+    assert relay.health.name == "relay"
+    assert all(name.isidentifier() for name in [*app_tasks.values(), relay.health.name])
+
+
+async def test_a_failing_supervised_task_is_logged_with_its_name_as_a_field(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    _, stream = json_log
+    handler = logging.getLogger("reckon.test-json").handlers[0]
+    supervisor = logging.getLogger("reckon.supervisor")
+    supervisor.addHandler(handler)
+    stop = asyncio.Event()
+    health = TaskHealth("relay")
+    rounds = [0]
+
+    async def body() -> None:
+        rounds[0] += 1
+        if rounds[0] == 1:
+            raise ConnectionError("broker gone")
+        stop.set()
+
+    try:
+        await supervise(health, body, stop, initial_backoff=0.01)
+    finally:
+        supervisor.removeHandler(handler)
+    [line] = lines(stream)
+    assert line["task"] == "relay" and line["level"] == "error"
+    assert str(line["event"]).startswith("task relay failed (1 in a row): ConnectionError: broker gone")
+
+
 async def test_a_stalled_task_is_not_ready_and_says_why() -> None:
-    health = TaskHealth("outbox relay")
+    health = TaskHealth("relay")
     check = task_check(health)
     assert await check() == "not running"
     health.running = True

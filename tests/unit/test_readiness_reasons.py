@@ -105,7 +105,7 @@ async def test_the_exception_is_logged_once_per_change_not_at_every_probe(
 
 
 async def test_a_failing_supervised_task_shows_the_errors_type_only() -> None:
-    health = TaskHealth("outbox relay")
+    health = TaskHealth("relay")
     health.running = True
     check = task_check(health)
 

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Self
+from typing import Literal, Self
 
 import aio_pika
 import aiormq
@@ -35,6 +36,21 @@ log = logging.getLogger("reckon.worker")
 
 QUEUE_WAIT_LOG_SECONDS = 30.0
 """While waiting for the coordinator to declare this service's queue, a line this often."""
+
+
+AnswerOutcome = Literal["ok", "error", "returned"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one answer sent: ``ok`` (the whole inventory), ``error`` (an error reply, ``error``
+    its code, after ``chunks`` chunks of ``records`` records), or ``returned`` (the coordinator's
+    reply queue was gone: the rest was not sent)."""
+
+    outcome: AnswerOutcome
+    records: int
+    chunks: int
+    error: str | None = None
 
 
 class Responder:
@@ -184,10 +200,40 @@ class Responder:
                     return
                 started = time.monotonic()
                 with logs.bound(report_id=request.report_id):
-                    await self._answer(request, message.reply_to)
+                    answer = await self._answer(request, message.reply_to)
                     await message.ack()
-                metrics.REQUESTS.labels(self.service.name, "answered").inc()
-                metrics.ANSWER_SECONDS.labels(self.service.name).observe(time.monotonic() - started)
+                    seconds = time.monotonic() - started
+                    metrics.REQUESTS.labels(self.service.name, "answered").inc()
+                    metrics.ANSWER_SECONDS.labels(self.service.name).observe(seconds)
+                    self._answered(request, answer, seconds)
+
+    def _answered(self, request: UsageRequest, answer: Answer, seconds: float) -> None:
+        """One INFO line per answer sent (every reply confirmed, the request acknowledged), with
+        its request id, service, records, chunks, seconds and outcome as fields (and its report
+        and trace id, bound where the request is handled)."""
+        with logs.bound(
+            service=self.service.name,
+            records=answer.records,
+            chunks=answer.chunks,
+            seconds=round(seconds, 3),
+            outcome=answer.outcome,
+            error=answer.error,
+        ):
+            if answer.outcome == "ok":
+                how = "answered"
+            elif answer.outcome == "error":
+                how = f"answered with an error reply ({answer.error})"
+            else:
+                how = "cut short (a reply was returned: the coordinator's reply queue is gone)"
+            log.info(
+                "service %s: request %s %s: %d records in %d chunk(s) in %.3fs",
+                self.service.name,
+                request.request_id,
+                how,
+                answer.records,
+                answer.chunks,
+                seconds,
+            )
 
     def _publisher(self, reply_to: str) -> ReplyPublisher:
         return ReplyPublisher(
@@ -200,7 +246,7 @@ class Responder:
             headers=trace.headers() if (trace := tracing.current()) is not None else None,
         )
 
-    async def _answer(self, request: UsageRequest, reply_to: str) -> None:
+    async def _answer(self, request: UsageRequest, reply_to: str) -> Answer:
         """Stream the inventory as chunks, or an error reply, and return once all are confirmed.
 
         Reading and sending must both finish by the request's deadline (else a ``deadline`` error
@@ -208,13 +254,15 @@ class Responder:
         error reply. ``PublishFailed`` (transport trouble) propagates: the request is requeued.
         """
         name = self.service.name
+        chunker = Chunker(request, self._settings.chunk_size, answer_id=uuid.uuid4().hex)
         async with self._publisher(reply_to) as publisher:
             remaining = (request.deadline - _now()).total_seconds()
             scope = asyncio.timeout(max(remaining, 0))
             try:
                 async with scope:
-                    await self._stream(request, publisher)
-                return
+                    await self._stream(request, chunker, publisher)
+                outcome: AnswerOutcome = "returned" if publisher.returned else "ok"
+                return Answer(outcome, chunker.records_sent, publisher.sent)
             except PublishFailed:
                 raise
             except TimeoutError as error:
@@ -239,12 +287,14 @@ class Responder:
                 )
                 failure = internal_reply(request, error)
             await publisher.flush()
+            chunks = publisher.sent
             await publisher.send(failure)
             await publisher.flush()
+            code = failure.error.code if failure.error is not None else None
+            return Answer("error", chunker.records_sent, chunks, code)
 
-    async def _stream(self, request: UsageRequest, publisher: ReplyPublisher) -> None:
+    async def _stream(self, request: UsageRequest, chunker: Chunker, publisher: ReplyPublisher) -> None:
         """Send each chunk as soon as it is known not to be the last; stop if a reply is returned."""
-        chunker = Chunker(request, self._settings.chunk_size, answer_id=uuid.uuid4().hex)
         records = usage_stream(self.service.usage(request.period))
         try:
             async for record in records:
