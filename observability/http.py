@@ -8,6 +8,10 @@
   ``/readyz`` is read by whoever reaches the port. The exception itself is logged at WARNING once
   each time a check starts failing differently (not at every probe), and its recovery at INFO.
   Until the process installs its checks it answers 503 ``starting``.
+- ``GET /startupz``: 200 unless a start-up step that must not be interrupted is under way (the
+  store's migration, which another process may hold under its lock): then 503 with that step. The
+  startup probe uses it, so the liveness probe never restarts a pod in the middle of a migration;
+  a process that waits for the broker or the database is started (alive, not ready).
 - ``GET /metrics``: the Prometheus text format (prometheus-client's default registry, process and
   Python metrics included). Hooks registered with ``before_scrape`` refresh gauges that are read at
   scrape time (the outbox backlog, the dead-letter count), each bounded by a timeout.
@@ -27,6 +31,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+
+from observability.build import register_build_info
 
 log = logging.getLogger("reckon.http")
 
@@ -89,6 +95,7 @@ class OpsServer:
         self._raised: dict[str, str] = {}
         """Per check that raised at its last run: the type and text of what it raised, logged once."""
         self._hooks: dict[str, ScrapeHook] = {}
+        self._startup_hold: str | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.host: str | None = None
@@ -96,6 +103,13 @@ class OpsServer:
     def set_checks(self, checks: Mapping[str, Check]) -> None:
         """Replace the readiness checks (at start-up, once the process has what they look at)."""
         self._checks = dict(checks)
+
+    def hold_startup(self, step: str) -> None:
+        """``/startupz`` answers 503 naming ``step`` until ``release_startup``."""
+        self._startup_hold = step
+
+    def release_startup(self) -> None:
+        self._startup_hold = None
 
     def before_scrape(self, name: str, hook: ScrapeHook) -> None:
         """Run ``hook`` before each scrape (at most ``timeout`` seconds; a failure is logged and
@@ -113,6 +127,7 @@ class OpsServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/startupz", self._startupz)
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -173,6 +188,11 @@ class OpsServer:
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
+    async def _startupz(self, _request: web.Request) -> web.Response:
+        if self._startup_hold is not None:
+            return web.json_response({"status": "starting", "step": self._startup_hold}, status=503)
+        return web.json_response({"status": "started"})
+
     async def _readyz(self, _request: web.Request) -> web.Response:
         ready, checks = await self.readiness()
         return web.json_response(
@@ -191,6 +211,7 @@ async def start_server(settings: HttpSettings | None = None) -> OpsServer | None
     settings = settings or HttpSettings.from_env()
     if settings.port is None:
         return None
+    register_build_info()
     server = OpsServer()
     await server.start(settings)
     return server

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from rich.console import Console
@@ -18,10 +19,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from contracts import InvoiceIssued, Topology
 from observability import logs
 from observability.http import HttpSettings, HttpUnavailable, start_server
+from observability.startup import Startup
 from payments.ledger import SqlLedger, record_payment
 from payments.process import GracefulPaymentConsumer, PaymentMetrics, payments_checks, stopping
 from payments.settings import PaymentSettings, load_payment_settings
-from transport.connection import BrokerUnavailable, Stopped, broker_user, connect, unless_stopped
+from transport.connection import (
+    BrokerUnavailable,
+    Stopped,
+    broker_may_come_back,
+    broker_problem,
+    broker_user,
+    connect,
+    unless_stopped,
+)
 from transport.redact import url_secrets
 from transport.settings import problems
 
@@ -65,9 +75,9 @@ def payments(
 
     Each invoice is recorded in --db with its payment, in one transaction, before it is acknowledged;
     a restart or a redelivery drops invoices already handled. On SIGTERM it stops taking
-    invoices, gives those being handled shutdown_grace_seconds, and gives back the rest (SIGTERM
-    while it is still connecting stops it at once); with RECKON_HTTP_PORT it serves /healthz,
-    /readyz and /metrics.
+    invoices, gives those being handled shutdown_grace_seconds, and gives back the rest. A broker
+    that does not answer at start, or refuses its user for now, is waited for (SIGTERM meanwhile
+    stops it at once); with RECKON_HTTP_PORT it serves /healthz, /startupz, /readyz and /metrics.
     """
     try:
         chosen = logs.log_format()
@@ -98,22 +108,31 @@ def payments(
             loop.add_signal_handler(signum, stop.set)
         server = await start_server(http)
         ledger = await SqlLedger.open(settings.payments_db)
-        try:
-            # SIGTERM while connecting (or declaring) stops at once: nothing was taken yet.
-            connection = await connect(settings, stop=stop, name="reckon payments")
-            async with connection:
-                consumer = await unless_stopped(
-                    GracefulPaymentConsumer.begin_consuming(
-                        connection,
-                        Topology(settings.namespace),
-                        show,
-                        ledger=ledger,
-                        in_transaction=record_payment,
-                        prefetch=settings.prefetch,
-                        publisher=settings.coordinator_user or broker_user(connection),
-                    ),
-                    stop,
+        startup = Startup(server, alert_after=settings.reconnect_alert_seconds)
+
+        async def on_the_broker() -> tuple[AbstractRobustConnection, GracefulPaymentConsumer]:
+            connection = await connect(settings, name="reckon payments")
+            try:
+                consumer = await GracefulPaymentConsumer.begin_consuming(
+                    connection,
+                    Topology(settings.namespace),
+                    show,
+                    ledger=ledger,
+                    in_transaction=record_payment,
+                    prefetch=settings.prefetch,
+                    publisher=settings.coordinator_user or broker_user(connection),
                 )
+            except BaseException:
+                await connection.close()
+                raise
+            return connection, consumer
+
+        try:
+            # SIGTERM while waiting for the broker stops at once: nothing was taken yet.
+            connection, consumer = await unless_stopped(
+                startup.wait_for("the broker", on_the_broker, broker_may_come_back, broker_problem), stop
+            )
+            async with connection:
                 counters = PaymentMetrics(consumer)
                 REGISTRY.register(counters)
                 if server is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -67,7 +68,16 @@ def _quiet_first_attempts() -> None:
 
 class BrokerUnavailable(RuntimeError):
     """RabbitMQ did not answer, or TLS to it could not be set up; the message says where and what
-    to do, without the URL's password."""
+    to do, without the URL's password. ``reason`` is the short form, for ``/readyz``."""
+
+    def __init__(self, message: str, reason: str = "not answering") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BrokerMisconfigured(BrokerUnavailable):
+    """The broker settings can never work as they are (a malformed URL, TLS files that cannot be
+    loaded): waiting would not help."""
 
 
 class Stopped(Exception):
@@ -99,17 +109,18 @@ def tls_context(
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
     except (OSError, ssl.SSLError) as error:
-        raise BrokerUnavailable(
-            f"tls_ca_file {ca_file}: cannot load it as PEM CA certificates ({error})"
+        raise BrokerMisconfigured(
+            f"tls_ca_file {ca_file}: cannot load it as PEM CA certificates ({error})", "tls_ca_file"
         ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert_file is not None:
         try:
             context.load_cert_chain(cert_file, key_file)
         except (OSError, ssl.SSLError) as error:
-            raise BrokerUnavailable(
+            raise BrokerMisconfigured(
                 f"tls_cert_file {cert_file} / tls_key_file {key_file}: cannot load them as a PEM "
-                f"certificate and its private key ({error})"
+                f"certificate and its private key ({error})",
+                "tls_cert_file",
             ) from None
     return context
 
@@ -133,7 +144,7 @@ async def connect(
         context = tls_context(url, target.tls_ca_file, target.tls_cert_file, target.tls_key_file)
     problem = amqp_url_problem(url)
     if problem is not None:
-        raise BrokerUnavailable(f"AMQP_URL {problem}")
+        raise BrokerMisconfigured(f"AMQP_URL {problem}", "malformed AMQP_URL")
     attempt = _connect(url, context, connect_timeout, name)
     connection = await (attempt if stop is None else unless_stopped(attempt, stop))
     alert_after = getattr(target, "reconnect_alert_seconds", DEFAULT_ALERT_SECONDS)
@@ -173,27 +184,60 @@ async def _connect(
         if isinstance(error, ssl.SSLError):
             raise BrokerUnavailable(
                 f"TLS to AMQP_URL={redact_url(url)} failed ({scrub(str(error), url)}): check tls_ca_file "
-                "against the broker's certificate and host name, and tls_cert_file / tls_key_file"
+                "against the broker's certificate and host name, and tls_cert_file / tls_key_file",
+                "TLS handshake failed",
             ) from None
         if isinstance(error, TimeoutError):
             raise BrokerUnavailable(
-                broker_unavailable(url, TimeoutError(f"no connection within {connect_timeout:g}s"))
+                broker_unavailable(url, TimeoutError(f"no connection within {connect_timeout:g}s")),
+                "no answer within the connect timeout",
             ) from None
         if isinstance(error, aiormq.exceptions.ProtocolSyntaxError):
             # The broker closed the connection while it was being opened: the vhost.
-            raise BrokerUnavailable(broker_refused_vhost(url)) from None
+            raise BrokerUnavailable(broker_refused_vhost(url), "vhost refused to this user") from None
         if isinstance(error, CONNECT_ERRORS):
             # ``from None``: the cause's text is in the message, scrubbed; a chained cause is not.
-            raise BrokerUnavailable(broker_unavailable(url, error)) from None
+            raise BrokerUnavailable(broker_unavailable(url, error), refusal_kind(error)) from None
         if isinstance(error, ValueError):  # the URL itself (yarl)
             detail = scrub(str(error), url)
-            raise BrokerUnavailable(
-                f"AMQP_URL={redact_url(url)} is not a valid amqp:// or amqps:// URL ({detail})"
+            raise BrokerMisconfigured(
+                f"AMQP_URL={redact_url(url)} is not a valid amqp:// or amqps:// URL ({detail})",
+                "malformed AMQP_URL",
             ) from None
         raise
     finally:
         attempt.pending = False
         _first_attempt.reset(token)
+
+
+def refusal_kind(error: BaseException) -> str:
+    """The short reason of a failed connection attempt (for ``/readyz``)."""
+    if "ACCESS_REFUSED" in str(error) or type(error).__name__ == "ProbableAuthenticationError":
+        return "login refused (ACCESS_REFUSED)"
+    refused = isinstance(error, ConnectionRefusedError) or isinstance(error.__cause__, ConnectionRefusedError)
+    if refused or getattr(error, "errno", None) == errno.ECONNREFUSED or "Connect call failed" in str(error):
+        return "connection refused (nothing listens there)"
+    return "not answering"
+
+
+def broker_may_come_back(error: BaseException) -> bool:
+    """Whether waiting can help: the broker not answering, refusing this user or one of its
+    permissions (which an operator may be setting right now), a connection lost mid-start. Not a
+    setting that can never work (``BrokerMisconfigured``)."""
+    if isinstance(error, BrokerMisconfigured):
+        return False
+    return isinstance(error, BrokerUnavailable | aiormq.exceptions.AMQPError | ConnectionError | TimeoutError)
+
+
+def broker_problem(error: BaseException) -> str:
+    """What ``/readyz`` says while a start-up waits for the broker: short, no URL."""
+    if isinstance(error, BrokerUnavailable):
+        return error.reason
+    if isinstance(error, aiormq.exceptions.ChannelAccessRefused):
+        return "a permission is missing (ACCESS_REFUSED on a channel)"
+    if isinstance(error, aiormq.exceptions.ChannelNotFoundEntity):
+        return "a queue or exchange it needs does not exist yet"
+    return f"connection lost while starting ({type(error).__name__})"
 
 
 async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T:

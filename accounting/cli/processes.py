@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from aio_pika.abc import AbstractRobustConnection
 
 from accounting.amqp.publisher import AmqpEventPublisher
 from accounting.cli.common import (
@@ -28,10 +29,11 @@ from accounting.cli.common import (
     signalled,
 )
 from accounting.infra.clock import utc_now
-from accounting.runtime.app import open_store, start_coordinator
+from accounting.runtime.app import open_store, start_coordinator, store_may_come_back, store_problem
 from accounting.service.relay import OutboxRelay
+from accounting.store.repository import ReportStore
 from contracts import Topology
-from transport.connection import Stopped, connect, unless_stopped
+from transport.connection import Stopped, broker_may_come_back, broker_problem, connect, unless_stopped
 
 
 def register(app: typer.Typer) -> None:
@@ -47,11 +49,13 @@ def register(app: typer.Typer) -> None:
 def coordinator(config: ConfigOption = None) -> None:
     """Run the accounting coordinator until SIGTERM: one report per PeriodClosed.
 
-    With RECKON_HTTP_PORT it serves /healthz, /readyz and /metrics (the server starts first, so
-    /healthz answers while the store is migrated; /readyz once everything is up).
+    With RECKON_HTTP_PORT it serves /healthz, /startupz, /readyz and /metrics (the server starts
+    first, so /healthz answers while the store is migrated; /startupz once it is; /readyz once
+    everything is up). A store or broker that does not answer yet is waited for, never a restart.
     """
     from accounting.runtime import ops as operations
     from observability.http import start_server
+    from observability.startup import Startup
 
     configure_logging(verbose=True, process="coordinator")
     settings = settings_from(config)
@@ -67,7 +71,8 @@ def coordinator(config: ConfigOption = None) -> None:
         server = await start_server(http)
         try:
             try:
-                instance = await unless_stopped(start_coordinator(settings, card=card), stop)
+                startup = Startup(server, alert_after=settings.reconnect_alert_seconds)
+                instance = await unless_stopped(start_coordinator(settings, card=card, startup=startup), stop)
             except Stopped:
                 announce("coordinator stopped before it was ready")
                 return
@@ -121,28 +126,47 @@ def worker(
 def relay(config: ConfigOption = None) -> None:
     """Run only the outbox relay until SIGTERM (when coordinators run with RECKON_RELAY=false).
 
-    With RECKON_HTTP_PORT it serves /healthz, /readyz (broker, store, relay not stalled), /metrics.
+    With RECKON_HTTP_PORT it serves /healthz, /startupz, /readyz (broker, store, relay not
+    stalled), /metrics. A store or broker that does not answer yet is waited for.
     """
     from accounting.runtime import ops as operations
     from observability.http import OpsServer, start_server
+    from observability.startup import Startup
 
     configure_logging(verbose=True, process="relay")
     settings = settings_from(config)
     http = http_settings()
 
     async def relay_until(stop_signal: asyncio.Event, server: OpsServer | None) -> None:
-        store = await unless_stopped(
-            open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds), stop_signal
-        )
-        try:
-            connection = await connect(settings, stop=stop_signal, name="reckon relay")
-            async with connection:
+        startup = Startup(server, alert_after=settings.reconnect_alert_seconds)
+
+        async def opened() -> ReportStore:
+            return await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
+
+        async def on_the_broker() -> tuple[AbstractRobustConnection, AmqpEventPublisher]:
+            connection = await connect(settings, name="reckon relay")
+            try:
                 publisher = await AmqpEventPublisher.create(
                     connection,
                     Topology(settings.namespace),
                     settings.publish_timeout_seconds,
                     settings.dead_letters,
                 )
+            except BaseException:
+                await connection.close()
+                raise
+            return connection, publisher
+
+        store = await unless_stopped(
+            startup.wait_for("the store", opened, store_may_come_back, store_problem, holds_startup=True),
+            stop_signal,
+        )
+        try:
+            connection, publisher = await unless_stopped(
+                startup.wait_for("the broker", on_the_broker, broker_may_come_back, broker_problem),
+                stop_signal,
+            )
+            async with connection:
                 outbox_relay = OutboxRelay(
                     store,
                     publisher,

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from aio_pika.abc import AbstractRobustConnection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from accounting.amqp.gatherer import ProgressCallback, UsageGatherer
 from accounting.amqp.publisher import AmqpEventPublisher
@@ -23,6 +23,7 @@ from accounting.core.gather_limits import ReplyLimits
 from accounting.core.rate_card import RateCard
 from accounting.infra.clock import Clock, utc_now
 from accounting.infra.supervisor import TaskHealth, supervise
+from accounting.infra.traces import report_context
 from accounting.runtime.settings import Settings, load_rate_card
 from accounting.service.approval import approve_overdue
 from accounting.service.coordinator import Coordinator, ReportRun
@@ -30,7 +31,8 @@ from accounting.service.period_consumer import PeriodConsumer
 from accounting.service.relay import OutboxRelay
 from accounting.store.repository import ReportStore
 from contracts import Topology
-from transport.connection import broker_user, connect
+from observability.startup import Startup
+from transport.connection import broker_may_come_back, broker_problem, broker_user, connect
 from transport.redact import redact_url
 
 log = logging.getLogger("reckon.app")
@@ -55,9 +57,13 @@ async def open_store(url: str, *, create: bool = True, busy_timeout: float = 30.
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return await ReportStore.open(url, migrate=create, busy_timeout=busy_timeout)
+    except ArgumentError as error:
+        raise StoreMisconfigured(f"RECKON_STORE_URL={redact_url(url)} cannot be used: {error}") from None
     except (OSError, SQLAlchemyError) as error:
         detail = str(getattr(error, "orig", None) or error).splitlines()[0]
-        raise StoreUnavailable(f"the store at {redact_url(url)} could not be opened: {detail}") from error
+        raise StoreUnavailable(
+            f"the store at {redact_url(url)} could not be opened: {detail}", type(error).__name__
+        ) from error
 
 
 class WrongBrokerUser(RuntimeError):
@@ -65,7 +71,25 @@ class WrongBrokerUser(RuntimeError):
 
 
 class StoreUnavailable(RuntimeError):
-    """The store did not answer or could not be migrated; the message names it (without password)."""
+    """The store did not answer or could not be migrated; the message names it (without password),
+    ``reason`` is the short form for ``/readyz``."""
+
+    def __init__(self, message: str, reason: str = "not answering") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreMisconfigured(StoreUnavailable):
+    """RECKON_STORE_URL can never work as it is (an unknown dialect or driver): waiting would not help."""
+
+
+def store_may_come_back(error: BaseException) -> bool:
+    return isinstance(error, StoreUnavailable) and not isinstance(error, StoreMisconfigured)
+
+
+def store_problem(error: BaseException) -> str:
+    reason = error.reason if isinstance(error, StoreUnavailable) else type(error).__name__
+    return f"not answering or not migrated ({reason})"
 
 
 def reply_limits(settings: Settings) -> ReplyLimits:
@@ -96,8 +120,8 @@ class CoordinatorApp:
     gatherer: UsageGatherer
     relay: OutboxRelay
     consumer: PeriodConsumer | None = None
-    resumer: TaskHealth = field(default_factory=lambda: TaskHealth("resume abandoned reports"))
-    period_consumer: TaskHealth = field(default_factory=lambda: TaskHealth("period consumer"))
+    resumer: TaskHealth = field(default_factory=lambda: TaskHealth("resume"))
+    period_consumer: TaskHealth = field(default_factory=lambda: TaskHealth("period_consumer"))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _stop_consuming: asyncio.Event = field(default_factory=asyncio.Event)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -191,7 +215,8 @@ class CoordinatorApp:
             await asyncio.gather(*unfinished, return_exceptions=True)
             for report_id, report in building.items():
                 if report in unfinished:
-                    log.warning("report %s left unfinished; the next coordinator resumes it", report_id)
+                    with report_context(report_id):
+                        log.warning("report %s left unfinished; the next coordinator resumes it", report_id)
                     await self.store.release(report_id, utc_now(), owner=self.coordinator.owner)
         # The relay and the resume loop see the stop and end after their current step; cancelling
         # them mid-transaction could leave a SQLite write lock behind until the busy timeout.
@@ -224,19 +249,63 @@ async def start_coordinator(
     on_progress: ProgressCallback | None = None,
     on_report: Callable[[ReportRun], None] | None = None,
     previews: bool = False,
+    startup: Startup | None = None,
 ) -> CoordinatorApp:
     """Open the store, connect, declare the topology, start the relay and (with ``consume``) take
-    PeriodClosed events."""
-    services = settings.require_services()
+    PeriodClosed events. With ``startup`` (a long-running ``reckon coordinator``), a store or a
+    broker that does not answer yet, or refuses this user for now, is waited for with backoff;
+    without it (a test, ``reckon demo``) the first failure is raised."""
+    settings.require_services()  # no service configured: an error at once, not a wait
     card = card or load_rate_card(settings.rate_card)
     topology = Topology(settings.namespace)
-    store = await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
+
+    async def opened() -> ReportStore:
+        return await open_store(settings.store_url, busy_timeout=settings.store_busy_timeout_seconds)
+
+    if startup is None:
+        store = await opened()
+    else:
+        store = await startup.wait_for(
+            "the store", opened, store_may_come_back, store_problem, holds_startup=True
+        )
+
+    async def wired() -> CoordinatorApp:
+        return await _on_the_broker(settings, store, card, topology, clock, on_progress, on_report, previews)
+
     try:
-        # Named, so an operator (and the fault suite) can find it in the broker's connection list.
-        connection = await connect(settings, name=f"reckon coordinator {settings.namespace}".rstrip())
+        if startup is None:
+            app = await wired()
+        else:
+            app = await startup.wait_for("the broker", wired, broker_may_come_back, broker_problem)
     except BaseException:
         await store.close()
         raise
+    try:
+        if background:
+            app.start_background()
+        if consume:
+            await app.start_consuming(topology)
+    except BaseException:
+        await app.connection.close()
+        await store.close()
+        raise
+    return app
+
+
+async def _on_the_broker(
+    settings: Settings,
+    store: ReportStore,
+    card: RateCard,
+    topology: Topology,
+    clock: Clock,
+    on_progress: ProgressCallback | None,
+    on_report: Callable[[ReportRun], None] | None,
+    previews: bool,
+) -> CoordinatorApp:
+    """Connect, check the user, declare what the coordinator owns and wire the parts; the
+    connection is closed again if any of it fails (the next attempt opens its own)."""
+    # Named, so an operator (and the fault suite) can find it in the broker's connection list.
+    connection = await connect(settings, name=f"reckon coordinator {settings.namespace}".rstrip())
     try:
         user = broker_user(connection)
         if settings.coordinator_user is not None and user != settings.coordinator_user:
@@ -249,7 +318,7 @@ async def start_coordinator(
         publisher = await AmqpEventPublisher.create(
             connection, topology, settings.publish_timeout_seconds, settings.dead_letters
         )
-        await declare_usage_queues(connection, topology, services, settings.dead_letters)
+        await declare_usage_queues(connection, topology, settings.require_services(), settings.dead_letters)
         gatherer = await UsageGatherer.create(
             connection,
             topology,
@@ -259,47 +328,41 @@ async def start_coordinator(
             senders=settings.service_users,
             limits=reply_limits(settings),
         )
-        if not settings.service_users:
-            log.warning(
-                "service_users is not set: replies are taken from broker user %r for every service "
-                "(fine with one broker user in development; give each service its own user in production)",
-                gatherer.user,
-            )
-        relay = OutboxRelay(
-            store,
-            publisher,
-            clock,
-            settings.relay_poll_seconds,
-            settings.relay_claim_seconds,
-            window=settings.relay_window,
-        )
-        coordinator = Coordinator(
-            services=services,
-            deadline=timedelta(seconds=settings.deadline_seconds),
-            card=card,
-            gatherer=gatherer,
-            store=store,
-            owner=instance_name(),
-            clock=clock,
-            lease=timedelta(seconds=settings.lease_seconds),
-            pricing_processes=settings.pricing_processes,
-            pricing_page_records=settings.pricing_page_records,
-            max_build_attempts=settings.max_build_attempts,
-            on_progress=on_progress,
-            on_report=on_report,
-            on_stored=relay.wake,
-            calendar=settings.billing_calendar(),
-            previews=previews,
-            numbering=settings.numbering(),
-            approval=settings.approval,
-        )
-        app = CoordinatorApp(settings, connection, store, coordinator, publisher, gatherer, relay)
-        if background:
-            app.start_background()
-        if consume:
-            await app.start_consuming(topology)
     except BaseException:
         await connection.close()
-        await store.close()
         raise
-    return app
+    if not settings.service_users:
+        log.warning(
+            "service_users is not set: replies are taken from broker user %r for every service "
+            "(fine with one broker user in development; give each service its own user in production)",
+            gatherer.user,
+        )
+    relay = OutboxRelay(
+        store,
+        publisher,
+        clock,
+        settings.relay_poll_seconds,
+        settings.relay_claim_seconds,
+        window=settings.relay_window,
+    )
+    coordinator = Coordinator(
+        services=settings.require_services(),
+        deadline=timedelta(seconds=settings.deadline_seconds),
+        card=card,
+        gatherer=gatherer,
+        store=store,
+        owner=instance_name(),
+        clock=clock,
+        lease=timedelta(seconds=settings.lease_seconds),
+        pricing_processes=settings.pricing_processes,
+        pricing_page_records=settings.pricing_page_records,
+        max_build_attempts=settings.max_build_attempts,
+        on_progress=on_progress,
+        on_report=on_report,
+        on_stored=relay.wake,
+        calendar=settings.billing_calendar(),
+        previews=previews,
+        numbering=settings.numbering(),
+        approval=settings.approval,
+    )
+    return CoordinatorApp(settings, connection, store, coordinator, publisher, gatherer, relay)

@@ -48,7 +48,6 @@ def test_demo_runs_a_whole_period_and_prints_report_and_invoices(amqp_url: str) 
     [
         ["demo", "--accounts", "2"],
         ["close-period", "2026-10"],
-        ["coordinator", "--config", "config/reckon.toml"],
     ],
 )
 def test_a_broker_that_does_not_answer_gives_one_clear_line(command: list[str]) -> None:
@@ -59,20 +58,6 @@ def test_a_broker_that_does_not_answer_gives_one_clear_line(command: list[str]) 
     assert "AMQP_URL=amqp://guest:***@127.0.0.1:1/" in result.stderr
     assert "rabbitmq-server -detached" in result.stderr
     assert "secret" not in result.stdout + result.stderr
-
-
-def test_a_worker_without_broker_gives_one_clear_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "workers.compute", "serve", "--db", str(tmp_path / "c.sqlite3")],
-        env={**os.environ, "AMQP_URL": DEAD_BROKER},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "rabbitmq-server -detached" in result.stderr
 
 
 def test_bad_configuration_names_the_field() -> None:
@@ -149,8 +134,10 @@ def test_separate_processes_complete_a_period_through_close_period(
 
 
 def test_a_store_that_does_not_answer_gives_one_clear_line() -> None:
+    """A command that runs once (the long-running processes wait instead: test_start_waits.py)."""
     result = reckon(
-        "coordinator",
+        "db",
+        "upgrade",
         "--config",
         "config/reckon.toml",
         env={"RECKON_STORE_URL": "postgresql+asyncpg://reckon:secret@127.0.0.1:1/reckon"},

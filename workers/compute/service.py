@@ -24,6 +24,10 @@ class ComputeService:
     def __init__(self, store_path: Path) -> None:
         self.store = ComputeStore(store_path)
 
+    def is_empty(self) -> bool:
+        """No instance event at all: a new volume or a wrong path (``workers.sdk.empty``)."""
+        return self.store.is_empty()
+
     def usage(self, period: Period) -> AsyncIterator[UsageRecord]:
         """Every instance that ran during ``period``: vCPU-seconds and MiB-seconds, zero included,
         streamed instance by instance in ``instance_id`` order.

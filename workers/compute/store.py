@@ -105,6 +105,10 @@ class ComputeStore:
         with self._transaction() as conn:
             conn.execute("DELETE FROM instance_events")
 
+    def is_empty(self) -> bool:
+        with self._transaction() as conn:
+            return conn.execute("SELECT 1 FROM instance_events LIMIT 1").fetchone() is None
+
     def iter_events(self, batch_size: int = 500) -> Generator[InstanceEvent, None, None]:
         """Every stored event, ordered by instance, then time, read lazily (``batch_size`` rows at a
         time) by one SELECT, so from one snapshot, held until the generator is exhausted or closed.

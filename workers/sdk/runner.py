@@ -6,9 +6,11 @@ broker URL's secrets are hidden from every log line of the process (``observabil
 
 On SIGTERM it stops taking requests, gives the answers in flight ``shutdown_grace_seconds`` to
 finish, gives back to the queue what it did not acknowledge, closes its connection and exits 0.
-SIGTERM before it is ready (still connecting to a broker that does not answer, say) stops it at
-once, also with 0. With ``RECKON_HTTP_PORT`` it serves ``/healthz``, ``/readyz`` (ready once
-connected to the broker and consuming its queue) and ``/metrics``; ``RECKON_LOG_FORMAT=json``
+A broker that does not answer at start, or refuses its user for now, is waited for with backoff
+(only a setting that can never work, such as a malformed URL, exits). SIGTERM before it is ready
+stops it at once, also with 0. With ``RECKON_HTTP_PORT`` it serves ``/healthz``, ``/startupz``,
+``/readyz`` (ready once connected to the broker and consuming its queue; 503 naming what it
+waits for until then) and ``/metrics``; ``RECKON_LOG_FORMAT=json``
 makes its logs JSON lines.
 """
 
@@ -24,9 +26,19 @@ from pydantic import ValidationError
 
 from observability import logs
 from observability.http import Check, HttpSettings, HttpUnavailable, OpsServer, start_server
-from transport.connection import BrokerUnavailable, Stopped, connect, connected_check, unless_stopped
+from observability.startup import Startup
+from transport.connection import (
+    BrokerUnavailable,
+    Stopped,
+    broker_may_come_back,
+    broker_problem,
+    connect,
+    connected_check,
+    unless_stopped,
+)
 from transport.redact import redact_url, url_secrets
 from transport.settings import problems
+from workers.sdk.empty import EMPTY_REASON, GuardedService, can_tell_empty, store_is_empty
 from workers.sdk.responder import Responder
 from workers.sdk.service import UsageService
 from workers.sdk.settings import WorkerSettings
@@ -38,21 +50,35 @@ async def serve(
     service: UsageService, settings: WorkerSettings, stop: asyncio.Event, ops: OpsServer | None = None
 ) -> None:
     """Serve ``service`` until ``stop`` is set; the robust connection reconnects in between.
-    ``ops`` (the operations server) is told what readiness means once the responder exists.
-    ``stop`` set while connecting or declaring the queue returns at once (nothing was taken)."""
+    A broker that does not answer yet, or refuses this user or a permission for now, is waited for
+    with backoff (``/readyz`` says why), never an exit. ``ops`` (the operations server) is told what
+    readiness means once the responder exists. ``stop`` set while connecting or declaring the
+    queue returns at once (nothing was taken)."""
+    startup = Startup(ops, alert_after=settings.reconnect_alert_seconds)
+    guarded = can_tell_empty(service) and not settings.allow_empty_store
+    if guarded:
+        if await store_is_empty(service):
+            log.warning("service %s starts with an %s", service.name, EMPTY_REASON)
+        service = GuardedService(service)
+
+    async def on_the_broker() -> tuple[AbstractRobustConnection, Responder]:
+        connection = await connect(settings, name=f"reckon worker {service.name}")
+        try:
+            return connection, await Responder.create(connection, service, settings)
+        except BaseException:
+            await connection.close()
+            raise
+
     try:
-        connection = await connect(settings, stop=stop, name=f"reckon worker {service.name}")
+        connection, responder = await unless_stopped(
+            startup.wait_for("the broker", on_the_broker, broker_may_come_back, broker_problem), stop
+        )
     except Stopped:
-        log.info("service %s stopped before it connected to the broker", service.name)
+        log.info("service %s stopped before it was consuming its queue", service.name)
         return
     try:
-        try:
-            responder = await unless_stopped(Responder.create(connection, service, settings), stop)
-        except Stopped:
-            log.info("service %s stopped before it was consuming its queue", service.name)
-            return
         if ops is not None:
-            ops.set_checks(readiness(connection, responder))
+            ops.set_checks(readiness(connection, responder, service if guarded else None))
         log.info("service %s ready on %s", service.name, redact_url(settings.amqp_url))
         await stop.wait()
         if ops is not None:
@@ -68,13 +94,24 @@ async def serve(
         await connection.close()
 
 
-def readiness(connection: AbstractRobustConnection, responder: Responder) -> dict[str, Check]:
-    """Ready when connected to the broker and consuming the service's queue."""
+def readiness(
+    connection: AbstractRobustConnection, responder: Responder, guarded: UsageService | None = None
+) -> dict[str, Check]:
+    """Ready when connected to the broker and consuming the service's queue, and (for a guarded
+    service, ``workers.sdk.empty``) while its store holds usage."""
 
     async def consuming() -> str | None:
         return None if responder.consuming else "not consuming its queue"
 
-    return {"broker": connected_check(connection), "consuming": consuming}
+    checks: dict[str, Check] = {"broker": connected_check(connection), "consuming": consuming}
+    if isinstance(guarded, GuardedService):
+        inner = guarded.inner
+
+        async def store() -> str | None:
+            return EMPTY_REASON if await store_is_empty(inner) else None
+
+        checks["store"] = store
+    return checks
 
 
 async def _stopping() -> str:

@@ -33,6 +33,9 @@ class WorkerSettings(BrokerClientSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
     """On SIGTERM: stop taking requests, then give the answers in flight this long to finish; what
     is still unacknowledged after it goes back to the queue for another replica."""
+    allow_empty_store: bool = False
+    """``RECKON_ALLOW_EMPTY_STORE``: answer from a store that holds no usage at all. Off, such a
+    worker is not ready and answers with an error naming its store (``workers.sdk.empty``)."""
     coordinator_user: str | None = Field(default=None, min_length=1, max_length=255)
     """The broker user the coordinator connects as (``RECKON_COORDINATOR_USER``): only requests it
     sent (AMQP ``user_id``, verified by the broker) are answered. None: this service's own user

@@ -29,6 +29,13 @@ class StorageService:
     def __init__(self, store_path: Path) -> None:
         self.store_path = Path(store_path)
 
+    def is_empty(self) -> bool:
+        """No size sample at all (or no database): a new volume or a wrong path."""
+        if not self.store_path.is_file():
+            return True
+        with StorageStore(self.store_path, read_only=True) as store:
+            return store.is_empty()
+
     def usage(self, period: Period) -> AsyncIterator[UsageRecord]:
         """Every volume and bucket that existed during ``period``, zero usage included, streamed
         account by account in ``(account_id, resource_id)`` order.

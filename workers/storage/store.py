@@ -135,6 +135,9 @@ class StorageStore:
     ) -> None:
         self.close()
 
+    def is_empty(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM samples LIMIT 1").fetchone() is None
+
     def close(self) -> None:
         """Close the connection; the store is unusable afterwards."""
         self._conn.close()
