@@ -39,6 +39,12 @@ PROVIDERS = {
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 
+# Custom resources (Prometheus operator CRDs, deploy/components/monitoring): kubernetes-validate has
+# no schema for them and only warns; test_monitoring.py validates them against tests/deploy/schemas/.
+CUSTOM_RESOURCES = frozenset(
+    {("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+)
+
 
 def tool(name: str) -> Path:
     """The executable ``name`` from the dev extras: beside this interpreter (the venv), else on PATH."""
@@ -54,6 +60,23 @@ def tool(name: str) -> Path:
         "`.venv/bin/pip install -e '.[dev]'`.",
         pytrace=False,
     )
+
+
+def system_tool(name: str, install: str) -> Path:
+    """An executable that comes from the system, not the dev extras (promtool: Debian's prometheus
+    package). Missing, it skips the test with the reason on a developer's machine, and fails it
+    under CI (CI set, as .ci/run's runner sets CI=true): CI must never pass by skipping."""
+    found = shutil.which(name)
+    if found is not None:
+        return Path(found)
+    message = f"`{name}` is not installed (not on PATH): {install}"
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{message}. CI={os.environ['CI']}: failing rather than skipping.", pytrace=False)
+    pytest.skip(message)
+
+
+def is_custom_resource(manifest: Manifest) -> bool:
+    return (manifest.get("apiVersion"), manifest.get("kind")) in CUSTOM_RESOURCES
 
 
 def run(
