@@ -56,6 +56,8 @@ class Platform:
     handled: Counter[UUID] = field(default_factory=Counter)
     """Every invoice id the payment handler ran for (after the consumer's de-duplication)."""
     payments: PaymentConsumer | None = None
+    code: Path = ROOT
+    """The source tree the processes run (another release's, checked out, for a rollback test)."""
 
     @property
     def report_id(self) -> UUID:
@@ -64,11 +66,12 @@ class Platform:
     def env(self, **settings: str) -> dict[str, str]:
         return {
             **os.environ,
+            **({} if self.code == ROOT else {"PYTHONPATH": str(self.code)}),
             "AMQP_URL": self.amqp_url,
             "RECKON_NAMESPACE": self.topology.namespace,
             "RECKON_STORE_URL": self.store_url,
             "RECKON_SERVICES": ",".join(SERVICES),
-            "RECKON_RATE_CARD": str(CARD_FILE),
+            "RECKON_RATE_CARD": str(self.code / "config" / "rate-card.toml"),  # its release's card
             "RECKON_RELAY_POLL_SECONDS": "0.2",
             "RECKON_RELAY_CLAIM_SECONDS": "5",
             "RECKON_PUBLISH_TIMEOUT_SECONDS": "1.5",
@@ -82,7 +85,12 @@ class Platform:
         """Start (or restart) a process; its output goes to ``<name>.log`` in the work dir."""
         log = (self.workdir / f"{name}.log").open("ab")
         process = await asyncio.create_subprocess_exec(
-            sys.executable, *command, env=self.env(**settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            sys.executable,
+            *command,
+            env=self.env(**settings),
+            cwd=self.code,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self.processes[name] = process
@@ -148,12 +156,13 @@ async def platform(
     *,
     accounts: int = 300,
     period: Period = OCTOBER,
+    code: Path = ROOT,
 ) -> AsyncIterator[Platform]:
     """Seeded service stores, a payment consumer counting what its handler ran for, the store."""
     seed_compute(workdir / "compute.sqlite3", period, accounts=accounts)
     seed_storage(workdir / "storage.sqlite3", period, accounts=accounts)
     store = await ReportStore.open(store_url)
-    running = Platform(amqp_url, topology, workdir, store_url, period, connection, store)
+    running = Platform(amqp_url, topology, workdir, store_url, period, connection, store, code=code)
 
     def handle(invoice: InvoiceIssued) -> None:
         running.handled[invoice.invoice_id] += 1
