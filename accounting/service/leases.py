@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Self
 from uuid import UUID
 
+from accounting.store.reports import ACTIVE
 from accounting.store.repository import ReportStore
 
 log = logging.getLogger("reckon.lease")
@@ -20,9 +21,11 @@ class LeaseKeeper:
     """Renews ``owner``'s lease on a report every third of ``lease`` while the block runs.
 
     The lease is what stops another coordinator from taking the report over as abandoned, however
-    long it takes to gather, price and store. If a renewal finds the lease gone, the keeper says so
-    and stops; the builder's next write is refused by the store's fence (``LeaseLost``). A renewal
-    that fails because the store is briefly unreachable is retried at the next tick.
+    long it takes to gather, price and store. If a renewal finds the lease gone, the keeper looks
+    at the report: finished (its last write landed between two ticks, as a long final transaction
+    makes likely) is not an error and is logged at debug; held by another coordinator is an error
+    naming it, and the builder's next write is refused by the store's fence (``LeaseLost``). A
+    renewal that fails because the store is briefly unreachable is retried at the next tick.
     """
 
     def __init__(
@@ -67,10 +70,35 @@ class LeaseKeeper:
                 log.warning("report %s: could not renew its lease (%s); retrying", self._report_id, error)
                 continue
             if not held:
-                self.lost = True
-                log.error(
-                    "report %s: lease lost (another coordinator took it over, or it was finished); "
-                    "this coordinator stops writing to it",
-                    self._report_id,
-                )
+                await self._not_renewed()
                 return
+
+    async def _not_renewed(self) -> None:
+        """Say truthfully why a renewal matched nothing: the report was finished (its last write
+        can land between two ticks: not an error), or another coordinator holds it now (``lost``)."""
+        try:
+            record = await self._store.get(self._report_id)
+        except Exception as error:  # cannot tell: the fence still stops the next write
+            record = None
+            log.warning(
+                "report %s: lease not renewed and the report could not be read (%s)", self._report_id, error
+            )
+        if record is not None and record.owner is not None and record.owner != self._owner:
+            self.lost = True
+            log.error(
+                "report %s: lease lost: coordinator %s holds it now (until %s, status %s); this "
+                "coordinator stops writing to it",
+                self._report_id,
+                record.owner,
+                record.lease_until.isoformat() if record.lease_until else "?",
+                record.status.value,
+            )
+            return
+        if record is not None and record.status in ACTIVE and record.owner is None:
+            self.lost = True
+            log.warning(
+                "report %s: lease released while it was being built; this builder stops", self._report_id
+            )
+            return
+        status = record.status.value if record is not None else "gone"
+        log.debug("report %s: no lease to renew, the report is %s", self._report_id, status)
