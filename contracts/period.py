@@ -9,15 +9,21 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.types import UtcDatetime
 
+PERIOD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+"""What a period id may look like (the coordinator bills calendar months, ``YYYY-MM``)."""
+
 
 class Period(BaseModel):
     """A billing period ``[start, end)``; ``period_id`` (e.g. ``2026-10``) is its idempotency key."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", use_attribute_docstrings=True)
 
-    period_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    period_id: str = Field(min_length=1, max_length=64, pattern=PERIOD_ID_PATTERN)
+    """The period's id: a calendar month ``YYYY-MM`` for every period the coordinator bills."""
     start: UtcDatetime
+    """Start, inclusive: an RFC 3339 date-time with an offset (normalised to UTC)."""
     end: UtcDatetime
+    """End, exclusive: after ``start``."""
 
     @model_validator(mode="after")
     def _start_before_end(self) -> Period:

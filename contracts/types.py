@@ -80,7 +80,48 @@ def check_schema_version(value: Any, supported_major: int = SUPPORTED_MAJOR) -> 
     return value
 
 
-_DECIMAL_JSON_SCHEMA = WithJsonSchema({"type": "string", "format": "decimal", "examples": ["12.50"]})
+def _quantity_pattern() -> str:
+    """The decimal strings within a quantity's bounds, as a regular expression (the published schema's).
+
+    Exactly the strings ``str(Decimal)`` writes for every quantity the model accepts, and only
+    quantities the model accepts: plain notation (``0``, ``3600``, ``12.5``, with at most
+    ``QUANTITY_INTEGER_DIGITS`` digits before the point, no leading zero, and at most
+    ``QUANTITY_FRACTION_DIGITS`` after it) and scientific notation with one digit before the point
+    (``1E+29``, ``1.5E-7``), whose exponent keeps it in the same bounds. The model also takes other
+    spellings of the same numbers (``007``, ``12e3``, a JSON integer); a writer need not.
+    """
+    integer = QUANTITY_INTEGER_DIGITS
+    fraction = QUANTITY_FRACTION_DIGITS
+    plain = rf"(?:0|[1-9][0-9]{{0,{integer - 1}}})(?:\.[0-9]{{1,{fraction}}})?"
+    # d.fff…E+k: at most `fraction` digits after the point for any k ≤ 29, and, from k = 10, up to
+    # 28 (what str() writes for a number with more significant digits than its exponent).
+    positive = rf"[0-9](?:\.[0-9]{{1,{fraction}}})?[eE]\+?(?:[0-9]|[12][0-9])"
+    positive_long = rf"[0-9]\.[0-9]{{{fraction + 1},{integer - 2}}}[eE]\+?[12][0-9]"
+    # d.fff…E-k: the digits after the point, k of them included, stay within `fraction`.
+    negative = [rf"[0-9](?:\.[0-9]{{1,{fraction - k}}})?[eE]-{k}" for k in range(1, fraction)]
+    negative.append(rf"[0-9][eE]-{fraction}")
+    return "^(?:" + "|".join([plain, positive, positive_long, *negative]) + ")$"
+
+
+QUANTITY_PATTERN = _quantity_pattern()
+"""A quantity as the published schema states it (``UsageRecord.quantity``)."""
+
+DECIMAL_PATTERN = r"^-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+"""An amount of money or a billable quantity as Reckon writes it (``str`` of a finite decimal)."""
+
+_DECIMAL_JSON_SCHEMA = WithJsonSchema(
+    {"type": "string", "format": "decimal", "pattern": DECIMAL_PATTERN, "examples": ["12.50"]}
+)
+_QUANTITY_JSON_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "format": "decimal",
+        "minLength": 1,
+        "maxLength": QUANTITY_TEXT_LENGTH,
+        "pattern": QUANTITY_PATTERN,
+        "examples": ["3600", "1048576.5", "0"],
+    }
+)
 
 DecimalString = Annotated[
     Decimal, PlainValidator(_parse_decimal), PlainSerializer(str, return_type=str), _DECIMAL_JSON_SCHEMA
@@ -88,8 +129,10 @@ DecimalString = Annotated[
 """An exact decimal that travels as a JSON string ("12.50")."""
 
 NonNegativeDecimal = Annotated[
-    Decimal, PlainValidator(_parse_non_negative), PlainSerializer(str, return_type=str), _DECIMAL_JSON_SCHEMA
+    Decimal, PlainValidator(_parse_non_negative), PlainSerializer(str, return_type=str), _QUANTITY_JSON_SCHEMA
 ]
+"""A quantity: a decimal ≥ 0 within the bounds above, written as a JSON string; its published schema is
+the string form only (``QUANTITY_PATTERN``), though the model also reads a JSON integer."""
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A timezone-aware datetime, normalised to UTC; naive datetimes are rejected."""

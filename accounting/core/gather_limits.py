@@ -11,21 +11,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts import UsageReply
+from contracts.limits import (
+    MAX_ATTRIBUTE_LENGTH,
+    MAX_ATTRIBUTES,
+    MAX_CHUNKS_PER_ANSWER,
+    MAX_RECORDS_PER_ANSWER,
+    MAX_RECORDS_PER_CHUNK,
+    MAX_REPLY_BYTES,
+)
 
 
 @dataclass(frozen=True)
 class ReplyLimits:
     """What one reply and one answer may hold; beyond it the service's reply is ``invalid_reply``.
 
-    The defaults are the coordinator's (``max_reply_bytes`` and the others in its settings).
+    The defaults are the contract's (``contracts/limits.py``, stated in the published schema of
+    ``UsageReply``) and the coordinator's settings' (``max_reply_bytes`` and the others).
     """
 
-    max_reply_bytes: int = 8 * 2**20
-    max_records_per_chunk: int = 10_000
-    max_chunks_per_answer: int = 100_000
-    max_records_per_answer: int = 10_000_000
-    max_attributes: int = 32
-    max_attribute_length: int = 256
+    max_reply_bytes: int = MAX_REPLY_BYTES
+    max_records_per_chunk: int = MAX_RECORDS_PER_CHUNK
+    max_chunks_per_answer: int = MAX_CHUNKS_PER_ANSWER
+    max_records_per_answer: int = MAX_RECORDS_PER_ANSWER
+    max_attributes: int = MAX_ATTRIBUTES
+    max_attribute_length: int = MAX_ATTRIBUTE_LENGTH
 
 
 DEFAULT_LIMITS = ReplyLimits()

@@ -18,6 +18,7 @@ from typing import Literal
 
 from accounting.core.usage import QUANTITY_PLACES, BillableUsage
 from contracts import AbortCode, AbortReason, Period, UsageRecord
+from contracts.units import UNIT_CONVERSIONS
 
 ByteBase = Literal["decimal", "binary"]
 
@@ -37,7 +38,7 @@ def _gigabyte(byte_base: ByteBase) -> int:
 
 Factor = Callable[[Period, ByteBase], Fraction]
 
-CONVERSIONS: Mapping[tuple[str, str], Factor] = {
+_FACTORS: Mapping[tuple[str, str], Factor] = {
     ("vCPU-second", "vCPU-hour"): lambda _p, _b: Fraction(1, _SECONDS_PER_HOUR),
     ("MiB-second", "GB-hour"): lambda _p, base: Fraction(_MIB, _gigabyte(base) * _SECONDS_PER_HOUR),
     ("byte-second", "GB-hour"): lambda _p, base: Fraction(1, _gigabyte(base) * _SECONDS_PER_HOUR),
@@ -45,7 +46,19 @@ CONVERSIONS: Mapping[tuple[str, str], Factor] = {
     ("byte-second", "GB-month"): lambda period, base: 1 / (_gigabyte(base) * Fraction(period.seconds)),
     ("byte", "GB"): lambda _p, base: Fraction(1, _gigabyte(base)),
 }
-"""(unit a service reports, billable unit on the rate card) → factor; equal units convert as 1."""
+
+if set(_FACTORS) != set(UNIT_CONVERSIONS):  # one vocabulary: contracts/units.py, published in the schema
+    raise ImportError(
+        f"the normalizer's factors {sorted(_FACTORS)} are not the conversions of contracts/units.py "
+        f"{sorted(UNIT_CONVERSIONS)}: change both together"
+    )
+
+CONVERSIONS: Mapping[tuple[str, str], Factor] = {pair: _FACTORS[pair] for pair in UNIT_CONVERSIONS}
+"""(unit a service reports, billable unit on the rate card) → factor; equal units convert as 1.
+
+The pairs are ``contracts.units.UNIT_CONVERSIONS``: the unit vocabulary the published schema of
+``UsageReply`` states, so a service is told of a unit the coordinator cannot convert before a report
+runs. A record in another unit still parses, and aborts its report here as ``unknown_unit``."""
 
 
 @dataclass

@@ -23,6 +23,7 @@ from accounting.runtime.config_checks import (
     service_users_problem,
     store_url_problem,
 )
+from contracts import limits
 from transport.settings import BrokerClientSettings, config_path
 from transport.settings import load_settings as load_from
 
@@ -154,17 +155,19 @@ class Settings(BrokerClientSettings):
     """How many attempts at building one report (the first and each resumption after a builder died)
     before it is aborted rather than tried again."""
 
-    max_reply_bytes: int = Field(default=8 * MiB, ge=1024, le=128 * MiB)
+    max_reply_bytes: int = Field(default=limits.MAX_REPLY_BYTES, ge=1024, le=128 * MiB)
     """Largest reply message (one chunk) accepted from a service, in bytes."""
-    max_records_per_chunk: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_records_per_chunk: int = Field(default=limits.MAX_RECORDS_PER_CHUNK, ge=1, le=1_000_000)
     """Most records in one reply chunk."""
-    max_chunks_per_answer: int = Field(default=100_000, ge=1, le=10_000_000)
+    max_chunks_per_answer: int = Field(default=limits.MAX_CHUNKS_PER_ANSWER, ge=1, le=10_000_000)
     """Most chunks in one service's answer."""
-    max_records_per_answer: int = Field(default=10_000_000, ge=1, le=1_000_000_000, validate_default=True)
+    max_records_per_answer: int = Field(
+        default=limits.MAX_RECORDS_PER_ANSWER, ge=1, le=1_000_000_000, validate_default=True
+    )
     """Most records in one service's answer; at least ``max_records_per_chunk``."""
-    max_attributes: int = Field(default=32, ge=0, le=1024)
+    max_attributes: int = Field(default=limits.MAX_ATTRIBUTES, ge=0, le=1024)
     """Most attributes on one usage record."""
-    max_attribute_length: int = Field(default=256, ge=1, le=65_536)
+    max_attribute_length: int = Field(default=limits.MAX_ATTRIBUTE_LENGTH, ge=1, le=65_536)
     """Longest attribute key or value on a usage record, in characters."""
 
     @field_validator("calendar_time_zone")
