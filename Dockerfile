@@ -2,6 +2,7 @@
 #
 # One image for every Reckon role; the command picks the role (ENTRYPOINT is `reckon`):
 #   coordinator | worker compute | worker storage | payments | relay | close-period --last-month
+#   | conformance SERVICE (checks a running sub-service against the contract)
 # and, for demo data only, `python -m workers.compute seed ...` with the entrypoint overridden.
 #
 # Build:  docker build -t reckon:dev .
@@ -47,6 +48,7 @@ COPY workers ./workers
 COPY observability ./observability
 COPY transport ./transport
 COPY payments ./payments
+COPY conformance ./conformance
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
     && /opt/reckon/bin/pip install --no-cache-dir --no-deps /tmp/dist/reckon-*.whl \
     && /opt/reckon/bin/pip check \

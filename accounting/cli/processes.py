@@ -1,7 +1,9 @@
-"""The long-running processes of ``reckon``: ``coordinator``, ``relay``, ``payments`` and ``worker``.
+"""The long-running processes of ``reckon``: ``coordinator``, ``relay``, ``payments`` and ``worker``,
+and the one-shot ``conformance`` kit.
 
 Each runs until SIGTERM (``worker`` becomes the sub-service's own process); with RECKON_HTTP_PORT
-the first three serve /healthz, /readyz and /metrics.
+the first three serve /healthz, /readyz and /metrics. ``payments``, ``worker`` and ``conformance``
+exec another party's program rather than importing it.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ from transport.connection import Stopped, broker_may_come_back, broker_problem, 
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``coordinator``, ``payments``, ``worker`` and ``relay`` to ``reckon``."""
+    """Add ``coordinator``, ``payments``, ``worker``, ``relay`` and ``conformance`` to ``reckon``."""
     app.command()(coordinator)
     app.command(
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
     )(payments)
     app.command()(worker)
     app.command()(relay)
+    app.command(
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+    )(conformance)
 
 
 def coordinator(config: ConfigOption = None) -> None:
@@ -103,6 +108,15 @@ def payments(context: typer.Context) -> None:
     the coordinator's.
     """
     os.execv(sys.executable, [sys.executable, "-m", "payments", *context.args])
+
+
+def conformance(context: typer.Context) -> None:
+    """Check a running sub-service against the contract (``python -m conformance SERVICE``; ``--help``).
+
+    The conformance kit plays the coordinator over the broker and prints a table of checks; exit 0
+    only when every one passed. A party of its own: this process becomes that program.
+    """
+    os.execv(sys.executable, [sys.executable, "-m", "conformance", *context.args])
 
 
 def is_worker_program(name: str) -> bool:
