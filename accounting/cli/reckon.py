@@ -160,7 +160,7 @@ def demo(
     configure_logging(verbose=False)
     overrides: dict[str, Any] = {"namespace": demo_namespace(), "shutdown_grace_seconds": 0}
     if config is None and not os.environ.get("RECKON_SERVICES"):
-        overrides["services"] = ("compute", "storage")
+        overrides["services"] = ("compute", "storage", "network")
     settings = settings_from(config, **overrides)
     calendar, now = settings.billing_calendar(), datetime.now(UTC)
     if period is None and calendar.refusal(calendar.previous(now), now) is not None:

@@ -21,7 +21,7 @@ import pytest
 
 from contracts import Topology
 from contracts.topology import ExchangeSpec, QueueSpec
-from tests.deploy.tools import definitions, deploy_config, is_demo_password, repo_config
+from tests.deploy.tools import all_service_users, all_services, definitions, is_demo_password
 
 Permission = Literal["configure", "write", "read"]
 Operation = tuple[Permission, str]
@@ -103,13 +103,13 @@ def scheduler_operations() -> Iterator[Operation]:
 
 
 def services() -> list[str]:
-    listed: list[str] = repo_config()["services"]
-    return listed
+    """config/reckon.toml's services and those an opt-in component adds (network-usage): each
+    needs its broker user, whether or not an overlay includes the component."""
+    return all_services()
 
 
 def service_user(service: str) -> str:
-    users: dict[str, str] = deploy_config()["service_users"]
-    return users[service]
+    return all_service_users()[service]
 
 
 def roles() -> dict[str, list[Operation]]:
@@ -148,7 +148,7 @@ def test_each_role_may_do_what_it_does(user: str) -> None:
 
 
 def others_usage_queues(service: str) -> list[str]:
-    return [TOPOLOGY.usage_queue(other).name for other in [*services(), "network"] if other != service]
+    return [TOPOLOGY.usage_queue(other).name for other in [*services(), "gpu"] if other != service]
 
 
 # What a role must never be able to do: each would let a broken or compromised process forge or

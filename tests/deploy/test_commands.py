@@ -69,6 +69,7 @@ def test_the_artifacts_run_the_long_running_roles_and_the_scheduler() -> None:
         ("coordinator",),
         ("worker", "compute"),
         ("worker", "storage"),
+        ("worker", "network"),
         ("payments",),
         ("close-period",),
     }
@@ -85,7 +86,7 @@ def test_every_reckon_invocation_parses(where: str) -> None:
         assert is_worker_program(argv[1]), f"no workers/{argv[1]}/__main__.py"
 
 
-@pytest.mark.parametrize("workload", ["reckon-compute", "reckon-storage"])
+@pytest.mark.parametrize("workload", ["reckon-compute", "reckon-storage", "reckon-network"])
 def test_the_dev_seed_init_container_fills_a_store_for_last_month(workload: str, tmp_path: Path) -> None:
     [deployment] = [w for w in workloads(overlay("dev").manifests) if name_of(w) == workload]
     [seed] = pod_spec(deployment)["initContainers"]

@@ -15,11 +15,14 @@ from tests.deploy.tools import (
     DEFINITIONS,
     DEPLOY,
     ROOT,
+    component_coordinator_env,
     compose_model,
     compose_services,
+    coordinator_env,
     credentials,
     definitions,
-    deploy_config,
+    effective_service_users,
+    effective_services,
     is_demo_password,
     last_month,
     reckon_services,
@@ -31,7 +34,7 @@ from tests.deploy.tools import (
     vhost,
 )
 
-LONG_RUNNING = {"coordinator", "compute", "storage", "payments"}
+LONG_RUNNING = {"coordinator", "compute", "storage", "network", "payments"}
 EXPECTED_USERS = {
     "coordinator": "reckon-coordinator",
     "payments": "reckon-payments",
@@ -53,6 +56,8 @@ def test_docker_compose_loads_it() -> None:
         "compute",
         "storage-seed",
         "storage",
+        "network-seed",
+        "network",
         "payments",
         "scheduler",
     }
@@ -80,8 +85,9 @@ def test_every_dependency_waits_for_health_or_completion() -> None:
     assert depends["coordinator"] == {"rabbitmq", "postgres"}
     assert depends["compute"] == {"rabbitmq", "compute-seed"}
     assert depends["storage"] == {"rabbitmq", "storage-seed"}
+    assert depends["network"] == {"rabbitmq", "network-seed"}
     assert depends["payments"] == {"coordinator"}
-    assert depends["scheduler"] == {"coordinator", "compute", "storage", "payments"}
+    assert depends["scheduler"] == {"coordinator", "compute", "storage", "network", "payments"}
 
 
 def test_one_image_runs_every_role_and_the_scheduler_closes_last_month() -> None:
@@ -92,6 +98,7 @@ def test_one_image_runs_every_role_and_the_scheduler_closes_last_month() -> None
     assert commands["coordinator"] == ["coordinator"]
     assert commands["compute"] == ["worker", "compute"]
     assert commands["storage"] == ["worker", "storage"]
+    assert commands["network"] == ["worker", "network"]
     assert commands["payments"] == ["payments"]
     assert commands["scheduler"][:2] == ["close-period", "--last-month"]
     assert compose_services()["scheduler"]["restart"] == "no"
@@ -108,7 +115,7 @@ def test_the_coordinator_is_given_its_shutdown_grace_before_sigkill() -> None:
 
 
 def test_reckon_reads_the_same_config_as_kubernetes_and_the_coordinator_stores_on_postgresql() -> None:
-    for name in ("coordinator", "payments", "scheduler", "compute", "storage"):
+    for name in ("coordinator", "payments", "scheduler", "compute", "storage", "network"):
         service = compose_services()[name]
         [mount] = [volume for volume in service["volumes"] if volume["target"] == "/etc/reckon"]
         assert Path(mount["source"]) == DEPLOY / "base" / "config" and mount["read_only"] is True, name
@@ -119,7 +126,7 @@ def test_reckon_reads_the_same_config_as_kubernetes_and_the_coordinator_stores_o
 
 def test_each_process_connects_as_its_own_broker_user_with_the_defined_password() -> None:
     users = {user["name"]: user["password"] for user in definitions()["users"]}
-    service_users: dict[str, str] = deploy_config()["service_users"]
+    service_users = effective_service_users(coordinator_env(compose_services()["coordinator"]))
     for name, service in reckon_services().items():
         url = service.get("environment", {}).get("AMQP_URL")
         if url is None:
@@ -148,7 +155,19 @@ def test_the_broker_imports_the_definitions_and_the_store_password_matches() -> 
     assert store.endswith("@postgres:5432/" + database["POSTGRES_DB"])
 
 
-@pytest.mark.parametrize("service", ["compute", "storage"])
+def test_the_coordinator_asks_every_worker_compose_runs_as_the_network_component_says() -> None:
+    """compose runs the network sub-service, opt-in in Kubernetes: its coordinator's environment
+    must be the component's (the base's lists plus network), and ask exactly the workers it runs."""
+    env = coordinator_env(compose_services()["coordinator"])
+    workers = {
+        argv[1] for s in reckon_services().values() if (argv := s.get("command", []))[:1] == ["worker"]
+    }
+
+    assert env == component_coordinator_env()["network-usage"]
+    assert set(effective_services(env)) == workers == {"compute", "storage", "network"}
+
+
+@pytest.mark.parametrize("service", ["compute", "storage", "network"])
 def test_the_seed_step_fills_the_workers_store_for_last_month(service: str, tmp_path: Path) -> None:
     seed, worker = compose_services()[f"{service}-seed"], compose_services()[service]
     variable = f"RECKON_{service.upper()}_DB"

@@ -18,11 +18,15 @@ from tests.deploy.tools import (
     OVERLAYS,
     ROOT,
     Manifest,
+    component_coordinator_env,
     config_maps_mounted,
     containers,
+    coordinator_env,
     credentials,
     definitions,
     deploy_config,
+    effective_service_users,
+    effective_services,
     env_value,
     is_custom_resource,
     is_demo_password,
@@ -48,6 +52,10 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 
 # Sub-services in the services list whose Deployment is not in deploy/ (run by their own team).
 DEPLOYED_ELSEWHERE: frozenset[str] = frozenset()
+
+# Workers whose store is a SQLite file on a ReadWriteOnce claim: one replica, recreated rather than
+# rolled (deploy/examples/subservice-pvc.yaml), so exempt from "rolls without losing a replica".
+RECREATED: frozenset[str] = frozenset({"reckon-network"})
 
 COORDINATOR = "reckon-coordinator"
 CRONJOB = "reckon-close-period"
@@ -121,6 +129,7 @@ def test_each_overlay_holds_what_the_runbook_says() -> None:
         COORDINATOR,
         "reckon-compute",
         "reckon-storage",
+        "reckon-network",
         "reckon-payments",
     }
     assert {name_of(m) for m in of_kind(dev, "StatefulSet")} == {"rabbitmq", "postgres"}
@@ -143,9 +152,30 @@ def test_each_overlay_holds_what_the_runbook_says() -> None:
 def test_every_deployment_rolls_without_losing_a_replica(name: str) -> None:
     for deployment in of_kind(overlay(name).manifests, "Deployment"):
         strategy = deployment["spec"].get("strategy", {})
+        if name_of(deployment) in RECREATED:
+            assert_recreated_on_its_own_claim(overlay(name).manifests, deployment)
+            continue
         assert strategy.get("type") == "RollingUpdate", name_of(deployment)
         assert strategy["rollingUpdate"].get("maxUnavailable") in (0, "0%"), name_of(deployment)
         assert strategy["rollingUpdate"].get("maxSurge") not in (None, 0, "0%"), name_of(deployment)
+
+
+def assert_recreated_on_its_own_claim(manifests: list[Manifest], deployment: Manifest) -> None:
+    """One replica on a ReadWriteOnce claim, stopped before its successor starts: a rolling update's
+    new pod would wait for the volume forever (Multi-Attach)."""
+    where = name_of(deployment)
+    assert deployment["spec"]["replicas"] == 1, where
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, where
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod_spec(deployment)["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims, f"{where} is recreated but has no claim"
+    for claim in claims:
+        assert named(manifests, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"], (
+            where
+        )
 
 
 def http_port(container: dict[str, Any], probe: dict[str, Any]) -> int:
@@ -296,6 +326,41 @@ def test_the_deployed_config_is_accepted_by_the_coordinators_settings() -> None:
     load_rate_card(settings.rate_card)
 
 
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_service_the_coordinator_asks_has_a_worker_and_its_own_broker_user(name: str) -> None:
+    """What the rendered coordinator asks — RECKON_SERVICES (an opt-in component's) over the file's
+    services — not only config/reckon.toml: each has a worker in the overlay and its own user, and
+    RECKON_SERVICE_USERS names one for each (a service left out would be answered for by the
+    coordinator's own user, so its real worker's replies would be refused)."""
+    manifests = overlay(name).manifests
+    [container] = containers(pod_spec(named(manifests, "Deployment", COORDINATOR)), init=False)
+    env = coordinator_env(container)
+    users = {user["name"] for user in definitions()["users"]}
+    answering = effective_service_users(env)
+
+    for service in effective_services(env):
+        assert answering.get(service) in users, f"{name}: {service} has no broker user in service_users"
+        assert answering[service] not in ("reckon-coordinator", "reckon-payments", "reckon-scheduler")
+        if service in DEPLOYED_ELSEWHERE:
+            continue
+        worker = named(manifests, "Deployment", f"reckon-{service}")
+        [worker_container] = containers(pod_spec(worker), init=False)
+        assert worker_container["args"] == ["worker", service]
+    assert set(answering) <= set(effective_services(env)), f"{name}: a user for a service nobody asks"
+
+
+def test_an_opt_in_component_asks_the_bases_services_and_one_more() -> None:
+    """RECKON_SERVICES and RECKON_SERVICE_USERS replace the file's lists: a component that sets them
+    must repeat the base's, or including it would silently stop asking compute or storage."""
+    base_services, base_users = tuple(deploy_config()["services"]), deploy_config()["service_users"]
+    assert component_coordinator_env(), "network-usage patches the coordinator's services"
+    for component, (services, users) in component_coordinator_env().items():
+        assert services is not None and users is not None, f"{component} must set both lists"
+        assert services[: len(base_services)] == base_services, component
+        assert {k: v for k, v in users.items() if k in base_services} == base_users, component
+        assert set(users) == set(services), component
+
+
 def test_every_configured_service_has_a_worker_and_its_own_broker_user() -> None:
     users = {user["name"] for user in definitions()["users"]}
     for service in repo_config()["services"]:
@@ -424,7 +489,9 @@ def test_dev_credentials_are_the_broker_and_database_users_the_dev_infra_creates
     manifests = overlay("dev").manifests
     users = {user["name"]: user["password"] for user in definitions()["users"]}
     granted = {(p["user"], p["vhost"]) for p in definitions()["permissions"]}
-    workers = {f"reckon-{service}": user for service, user in service_users().items()}
+    [coordinator] = containers(pod_spec(named(manifests, "Deployment", COORDINATOR)), init=False)
+    answering = effective_service_users(coordinator_env(coordinator))
+    workers = {f"reckon-{service}": user for service, user in answering.items()}
     services = {name_of(m) for m in of_kind(manifests, "Service")}
 
     connected = 0
@@ -453,7 +520,7 @@ def test_dev_credentials_are_the_broker_and_database_users_the_dev_infra_creates
                 )
                 assert urlsplit(store).path == "/" + str(env_value(database, "POSTGRES_DB"))
                 assert urlsplit(store).hostname in services
-    assert connected == 5
+    assert connected == 6
 
 
 # --- demo data and images ---
@@ -479,7 +546,7 @@ def test_demo_data_and_the_reference_payment_consumer_stay_out_of_prod() -> None
 def test_dev_seeds_each_workers_own_store_before_it_starts() -> None:
     dev = overlay("dev").manifests
     seeds = seed_containers(dev)
-    assert set(seeds) == {"reckon-compute", "reckon-storage"}
+    assert set(seeds) == {"reckon-compute", "reckon-storage", "reckon-network"}
     for workload_name, seed in seeds.items():
         service = workload_name.removeprefix("reckon-")
         variable = f"RECKON_{service.upper()}_DB"

@@ -333,6 +333,7 @@ def test_the_roles_connect_as_the_task_says() -> None:
         assert connects_to(named(manifests, "Deployment", "reckon-compute")) == {"broker"}
         assert connects_to(named(manifests, "Deployment", "reckon-storage")) == {"broker"}
         assert connects_to(named(manifests, "CronJob", "reckon-close-period")) == {"broker"}
+    assert connects_to(named(overlay("dev").manifests, "Deployment", "reckon-network")) == {"broker"}
 
 
 @pytest.mark.parametrize("name", OVERLAYS)

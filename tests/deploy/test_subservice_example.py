@@ -1,6 +1,8 @@
 """deploy/examples/subservice-pvc.yaml, added to the base as the runbook says ("Add a sub-service"):
-both overlays still render, every object validates (--strict) on the minimum and the newest
-Kubernetes, and the new worker is a copy of compute's with a real store: one replica on a
+copied as ``<name>.yaml`` with every "network" / "NETWORK" replaced by the new service's name (the
+example's own instructions; network itself is deployed by deploy/components/network-usage, which dev
+includes), both overlays still render, every object validates (--strict) on the minimum and the
+newest Kubernetes, and the new worker is a copy of compute's with a real store: one replica on a
 ReadWriteOnce claim, recreated rather than rolled, never an emptyDir."""
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from tests.deploy.tools import (
 from tests.deploy.validation import MINIMUM_KUBERNETES, NEWEST_KUBERNETES, assert_all_valid, validate
 
 EXAMPLE = DEPLOY / "examples" / "subservice-pvc.yaml"
-SERVICE = "network"
+EXAMPLE_SERVICE = "network"
+SERVICE = "gpu"
 WORKER = f"reckon-{SERVICE}"
 
 
@@ -42,7 +45,9 @@ def rendered(name: str, workdir: Path) -> str:
     copy = workdir / "deploy"
     if not copy.exists():
         shutil.copytree(DEPLOY, copy)
-        shutil.copy(EXAMPLE, copy / "base" / f"{SERVICE}.yaml")
+        text = EXAMPLE.read_text(encoding="utf-8")
+        renamed = text.replace(EXAMPLE_SERVICE, SERVICE).replace(EXAMPLE_SERVICE.upper(), SERVICE.upper())
+        (copy / "base" / f"{SERVICE}.yaml").write_text(renamed, encoding="utf-8")
         kustomization = copy / "base" / "kustomization.yaml"
         loaded: dict[str, Any] = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
         loaded["resources"].append(f"{SERVICE}.yaml")

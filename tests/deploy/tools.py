@@ -289,3 +289,74 @@ def venv_environment(**extra: str) -> dict[str, str]:
     """This environment with this interpreter's bin directory (the venv) first on PATH."""
     bin_dir = str(Path(sys.executable).parent)
     return dict(os.environ) | {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"} | extra
+
+
+COMPONENTS = DEPLOY / "components"
+COORDINATOR_SERVICES = ("RECKON_SERVICES", "RECKON_SERVICE_USERS")
+
+
+def coordinator_env(container: dict[str, Any]) -> tuple[tuple[str, ...] | None, dict[str, str] | None]:
+    """The services list and service users a coordinator's environment sets (each None when it
+    leaves reckon.toml's), parsed as the coordinator's settings parse them. ``container`` is a
+    Kubernetes container (``env`` list) or a compose service (``environment`` mapping)."""
+
+    def variable(name: str) -> str | None:
+        if "environment" in container:
+            value = container["environment"].get(name)
+            return None if value is None else str(value)
+        return env_value(container, name)
+
+    services = variable("RECKON_SERVICES")
+    users = variable("RECKON_SERVICE_USERS")
+    return (
+        None if services is None else tuple(s.strip() for s in services.split(",") if s.strip()),
+        None
+        if users is None
+        else dict(entry.strip().split("=", 1) for entry in users.split(",") if entry.strip()),
+    )
+
+
+def effective_services(env: tuple[tuple[str, ...] | None, dict[str, str] | None]) -> tuple[str, ...]:
+    """The services a coordinator with this environment asks: its RECKON_SERVICES, else the file's."""
+    return env[0] if env[0] is not None else tuple(deploy_config()["services"])
+
+
+def effective_service_users(env: tuple[tuple[str, ...] | None, dict[str, str] | None]) -> dict[str, str]:
+    """Who answers for each service: its RECKON_SERVICE_USERS, which REPLACES the file's, else the file's."""
+    if env[1] is not None:
+        return env[1]
+    users: dict[str, str] = deploy_config()["service_users"]
+    return users
+
+
+@functools.cache
+def component_coordinator_env() -> dict[str, tuple[tuple[str, ...] | None, dict[str, str] | None]]:
+    """Component name → the coordinator environment its patches set, for every component of
+    deploy/components/ that patches the coordinator's RECKON_SERVICES or RECKON_SERVICE_USERS
+    (an opt-in sub-service such as network-usage)."""
+    found: dict[str, tuple[tuple[str, ...] | None, dict[str, str] | None]] = {}
+    for path in sorted(COMPONENTS.glob("*/*.yaml")):
+        for document in load_all(path.read_text(encoding="utf-8")):
+            if document.get("kind") != "Deployment" or document["metadata"]["name"] != "reckon-coordinator":
+                continue
+            for container in document["spec"]["template"]["spec"].get("containers", []):
+                env = coordinator_env(container)
+                if env != (None, None):
+                    found[path.parent.name] = env
+    return found
+
+
+def all_services() -> list[str]:
+    """Every service some deployment may configure: config/reckon.toml's and each opt-in component's."""
+    services: list[str] = list(repo_config()["services"])
+    for env in component_coordinator_env().values():
+        services += [service for service in effective_services(env) if service not in services]
+    return services
+
+
+def all_service_users() -> dict[str, str]:
+    """Which broker user answers for each of ``all_services()`` (the base's, then the components')."""
+    users: dict[str, str] = dict(deploy_config()["service_users"])
+    for env in component_coordinator_env().values():
+        users |= effective_service_users(env)
+    return users
