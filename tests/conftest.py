@@ -17,7 +17,7 @@ from accounting.amqp.topology import delete_namespace
 from contracts import Topology
 from tests.broker import configured_url, docker_available, probe, unavailable_message
 
-TEST_SERVICES = ("compute", "storage", "network", "ghost", "broken", "slow", "echo", "chunky")
+TEST_SERVICES = ("compute", "storage", "network", "example", "ghost", "broken", "slow", "echo", "chunky")
 
 
 @pytest.fixture(scope="session")
