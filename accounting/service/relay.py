@@ -10,6 +10,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from itertools import groupby
+from uuid import UUID
 
 from accounting.amqp.publisher import Publisher, Unroutable
 from accounting.infra import metrics
@@ -35,9 +37,9 @@ class OutboxRelay:
     the broker gone, the store locked — is logged and retried with backoff until the relay is
     stopped (``run``); it delays invoices, never stops them.
 
-    Each row confirmed is observed in ``reckon_relay_lag_seconds`` (from the row made ready to it
-    marked sent); every line it logs about a report carries that report's ``report_id`` and
-    ``trace_id``.
+    Each row confirmed is observed in ``reckon_relay_lag_seconds`` (from its report's rows made
+    ready — read once per report, not per row — to it marked sent); every line it logs about a
+    report carries that report's ``report_id`` and ``trace_id``.
     """
 
     def __init__(
@@ -60,6 +62,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.sent = 0
         self.health = TaskHealth("relay")
+        self._ready_since: dict[UUID, datetime] = {}
+        """When each report's rows were made ready (``reckon_relay_lag_seconds`` counts from it)."""
 
     def wake(self) -> None:
         """New rows were written: relay them now rather than at the next poll."""
@@ -83,7 +87,12 @@ class OutboxRelay:
         """Publish a claimed window; mark what was confirmed even when something failed."""
         claim = rows[0].claim
         renew_at = self._clock() + self._claim / 2
-        pending = [asyncio.ensure_future(self._attempt(row)) for row in rows]
+        pending: list[asyncio.Future[_Outcome]] = []
+        for report_id, group in groupby(rows, key=lambda row: row.report_id):
+            # A task copies the context it is created in: what the publisher logs about a row (a
+            # retry) names its report, for one context per report rather than one per row.
+            with report_context(report_id):
+                pending.extend(asyncio.ensure_future(self._attempt(row)) for row in group)
         confirmed: list[OutboxRow] = []
         marked = 0
         unroutable: list[tuple[OutboxRow, BaseException]] = []
@@ -122,8 +131,7 @@ class OutboxRelay:
 
     async def _attempt(self, row: OutboxRow) -> _Outcome:
         try:
-            with report_context(row.report_id):  # what the publisher logs (a retry) names the report
-                await self._publisher.publish(row)
+            await self._publisher.publish(row)
         except Exception as error:  # any failure: the rest of the window's confirms still count
             return row, error
         return row, None
@@ -138,7 +146,12 @@ class OutboxRelay:
             metrics.report_completed()
         self.sent += len(rows)
         metrics.published([row.message_type for row in rows])
-        metrics.relayed((at - row.ready_at).total_seconds() for row in rows if row.ready_at is not None)
+        unknown = {row.report_id for row in rows} - self._ready_since.keys()
+        if unknown:
+            self._ready_since.update(await self._store.ready_since(unknown))
+        metrics.relayed(
+            (at - since).total_seconds() for row in rows if (since := self._ready_since.get(row.report_id))
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, supervised: on start this resumes every row left unsent,

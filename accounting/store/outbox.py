@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -116,9 +116,27 @@ class OutboxRepository:
             if claimed.rowcount == 0:
                 return []
             rows = (
-                await connection.execute(_with_body().where(table.c.claim == token).order_by(table.c.id))
+                await connection.execute(
+                    _with_body(ready_at=False).where(table.c.claim == token).order_by(table.c.id)
+                )
             ).all()
         return [_outbox_row(row) for row in rows]
+
+    async def ready_since(self, report_ids: Collection[UUID]) -> dict[UUID, datetime]:
+        """When each report's rows were made ready (the earliest, ``ready_at`` else ``created_at``):
+        where the relay's lag starts. One query per report the relay meets, not a column per row."""
+        if not report_ids:
+            return {}
+        table = schema.outbox
+        async with self.engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(table.c.report_id, func.min(_ready_since()))
+                    .where(table.c.report_id.in_([str(report_id) for report_id in report_ids]), table.c.ready)
+                    .group_by(table.c.report_id)
+                )
+            ).all()
+        return {UUID(report_id): ready for report_id, since in rows if (ready := _utc(since)) is not None}
 
     async def mark_sent(self, rows: Sequence[OutboxRow], at: datetime) -> list[UUID]:
         """Mark rows sent after their confirms, in one statement; a report whose final event is
@@ -243,7 +261,7 @@ def _ready_since() -> Any:
     return func.coalesce(table.c.ready_at, table.c.created_at)
 
 
-def _with_body() -> Any:
+def _with_body(*, ready_at: bool = True) -> Any:
     """Outbox columns with the body to publish: an invoice's lives in ``invoices`` and a credit
     note's in ``credit_notes``, once."""
     table, invoices, notes = schema.outbox, schema.invoices, schema.credit_notes
@@ -259,7 +277,7 @@ def _with_body() -> Any:
         table.c.attempts,
         table.c.final,
         table.c.claim,
-        _ready_since().label("ready_at"),
+        *([_ready_since().label("ready_at")] if ready_at else []),
     ).select_from(
         table.outerjoin(invoices, invoices.c.invoice_id == table.c.message_id).outerjoin(
             notes, notes.c.credit_note_id == table.c.message_id
@@ -280,7 +298,7 @@ def _outbox_row(row: Row[Any]) -> OutboxRow:
         attempts=row.attempts,
         final=row.final,
         claim=row.claim,
-        ready_at=_utc(row.ready_at),
+        ready_at=_utc(row.ready_at) if "ready_at" in row._fields else None,
     )
 
 
