@@ -19,10 +19,9 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
-from transport.settings import SHARED_KEYS, BrokerClientSettings, config_path
+from transport.settings import SHARED_KEYS, BrokerClientSettings, SharedKeysSource
 
 COORDINATOR_KEYS = frozenset({"service_users", "dead_letters", "deadline_seconds"})
 """The coordinator's own keys the kit reads from the file, beside ``SHARED_KEYS``."""
@@ -66,20 +65,4 @@ class ConformanceSettings(BrokerClientSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _CoordinatorFileSource(settings_cls))
-
-
-class _CoordinatorFileSource(PydanticBaseSettingsSource):
-    """``SHARED_KEYS`` and ``COORDINATOR_KEYS`` of the TOML file at ``$RECKON_CONFIG``."""
-
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        super().__init__(settings_cls)
-        path = config_path(None)
-        found = TomlConfigSettingsSource(settings_cls, toml_file=path)() if path is not None else {}
-        self._values = {key: value for key, value in found.items() if key in SHARED_KEYS | COORDINATOR_KEYS}
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
+        return (init_settings, env_settings, SharedKeysSource(settings_cls, SHARED_KEYS | COORDINATOR_KEYS))

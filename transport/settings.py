@@ -89,15 +89,15 @@ environment): where the broker is, the namespace of every queue, and who the coo
 
 
 class SharedKeysSource(PydanticBaseSettingsSource):
-    """Only ``SHARED_KEYS`` of the TOML file at ``$RECKON_CONFIG``, for a role whose own keys come
-    from the environment (a sub-service): it reads the same namespace as the coordinator and never
-    a coordinator key that happens to share a name with one of its own."""
+    """Only ``keys`` (``SHARED_KEYS`` unless told) of the TOML file at ``$RECKON_CONFIG``, for a
+    role whose own keys come from the environment (a sub-service): it reads the same namespace as
+    the coordinator and never a coordinator key that happens to share a name with one of its own."""
 
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+    def __init__(self, settings_cls: type[BaseSettings], keys: frozenset[str] = SHARED_KEYS) -> None:
         super().__init__(settings_cls)
         path = config_path(None)
-        shared = TomlConfigSettingsSource(settings_cls, toml_file=path)() if path is not None else {}
-        self._values = {key: value for key, value in shared.items() if key in SHARED_KEYS}
+        found = TomlConfigSettingsSource(settings_cls, toml_file=path)() if path is not None else {}
+        self._values = {key: value for key, value in found.items() if key in keys}
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._values.get(field_name), field_name, False
