@@ -290,7 +290,7 @@ class Coordinator:
             key.period,
             record.requested,
             deadline,
-            StoreSink(store, key.report_id, owner, gather_id, self._clock),
+            StoreSink(store, key.report_id, owner, gather_id, self._clock, lease.renewal),
             self._on_progress,
             announce_abort,
         )
@@ -302,6 +302,7 @@ class Coordinator:
             self._clock(),
         )
         if decided:
+            await lease.stop()
             await store.release(key.report_id, self._clock(), owner=owner)
             return gather, decided[0]
         pricer = Pricer(
@@ -312,6 +313,7 @@ class Coordinator:
             self._pricing_page,
             processes=self._pricing_processes,
             numbering=self.numbering if self.approval == "auto" else None,
+            lease=lease,
         )
         return gather, await pricer.run(key, gather_id, record.supersedes)
 

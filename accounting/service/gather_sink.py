@@ -7,11 +7,13 @@ from datetime import datetime
 from uuid import UUID
 
 from accounting.core.gather_events import Action, DropAnswer, KeepBody, StoreChunk
+from accounting.store.engine import Renewal
 from accounting.store.repository import ChunkToStore, ReportStore
 
 
 class StoreSink:
-    """Writes accepted chunks (raw body and records) and kept bodies of failed replies."""
+    """Writes accepted chunks (raw body and records) and kept bodies of failed replies; each batch
+    renews the builder's lease as it commits, given ``renewal``."""
 
     def __init__(
         self,
@@ -20,8 +22,10 @@ class StoreSink:
         owner: str,
         gather_id: int,
         clock: Callable[[], datetime],
+        renewal: Renewal | None = None,
     ) -> None:
         self._store = store
+        self._renewal = renewal
         self._report_id = report_id
         self._owner = owner
         self._gather_id = gather_id
@@ -48,7 +52,7 @@ class StoreSink:
         if not chunks:
             return []
         rejected = await self._store.append_chunks(
-            self._report_id, self._owner, self._gather_id, chunks, self._clock()
+            self._report_id, self._owner, self._gather_id, chunks, self._clock(), self._renewal
         )
         return [(chunk.service, chunk.message) for chunk in rejected]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -18,14 +19,23 @@ log = logging.getLogger("reckon.lease")
 
 
 class LeaseKeeper:
-    """Renews ``owner``'s lease on a report every third of ``lease`` while the block runs.
+    """Keeps ``owner``'s lease on a report renewed while the block runs, until ``stop``.
 
     The lease is what stops another coordinator from taking the report over as abandoned, however
-    long it takes to gather, price and store. If a renewal finds the lease gone, the keeper looks
-    at the report: finished (its last write landed between two ticks, as a long final transaction
-    makes likely) is not an error and is logged at debug; held by another coordinator is an error
-    naming it, and the builder's next write is refused by the store's fence (``LeaseLost``). A
-    renewal that fails because the store is briefly unreachable is retried at the next tick.
+    long it takes to gather, price and store. Two things renew it:
+
+    - the builder's own long writes (a batch of chunks, a window of invoices), as the last
+      statement of their transaction, given ``renewal``: the keeper's separate renewal could not
+      commit while such a write holds the row (PostgreSQL) or the database (SQLite), so a write
+      longer than the lease would otherwise commit with the lease already run out;
+    - the keeper, a third of ``lease`` after the last renewal of either kind (while the gather
+      waits for replies, say), in a short transaction of its own.
+
+    The builder calls ``stop`` before the write that finishes the report, so no tick lands inside
+    or after it. If a renewal still finds the lease gone, the keeper looks at the report:
+    finished is not an error (debug); held by another coordinator is an error naming it, and the
+    builder's next write is refused by the store's fence (``LeaseLost``). A renewal that fails
+    because the store is briefly unreachable is retried at the next tick.
     """
 
     def __init__(
@@ -42,11 +52,29 @@ class LeaseKeeper:
         self._lease = lease
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._renewed = time.monotonic()
         self.lost = False
+        self.renewals = {"keeper": 0, "write": 0}
+        """How often each kind of renewal ran (for the tests and the benchmarks)."""
 
     def until(self) -> datetime:
         """When a lease taken or renewed now runs out."""
         return self._clock() + self._lease
+
+    def renewal(self) -> datetime:
+        """``until()`` for a write of the builder's that renews the lease as it commits: the
+        keeper's next tick is counted from now."""
+        self._renewed = time.monotonic()
+        self.renewals["write"] += 1
+        return self.until()
+
+    async def stop(self) -> None:
+        """No more renewals: the builder is about to finish the report (or has)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._renew(), name=f"lease {self._report_id}")
@@ -55,15 +83,17 @@ class LeaseKeeper:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.stop()
 
     async def _renew(self) -> None:
         interval = self._lease.total_seconds() / 3
         while True:
-            await asyncio.sleep(interval)
+            due = self._renewed + interval - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(due)
+                continue
+            self._renewed = time.monotonic()
+            self.renewals["keeper"] += 1
             try:
                 held = await self._store.renew_lease(self._report_id, self._owner, self.until())
             except Exception as error:  # the store is briefly unreachable: try again next tick

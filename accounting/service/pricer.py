@@ -31,6 +31,7 @@ from accounting.core.normalizer import Converter
 from accounting.core.numbering import DEFAULT_NUMBERING, Numbering
 from accounting.core.rate_card import RateCard
 from accounting.core.report import ReportKey, ReportOutcome, aborted, completed
+from accounting.service.leases import LeaseKeeper
 from accounting.store.repository import ReportStore, StagedCreditNote, StagedInvoice
 from contracts import InvoiceIssued
 
@@ -72,8 +73,11 @@ class Pricer:
         page_records: int = PAGE_RECORDS,
         processes: int = 0,
         numbering: Numbering | None = DEFAULT_NUMBERING,
+        lease: LeaseKeeper | None = None,
     ) -> None:
         self._store = store
+        self._lease = lease
+        """The builder's lease: each stored window renews it; stopped before the last write."""
         self._card = card
         self._owner = owner
         self._clock = clock
@@ -92,6 +96,7 @@ class Pricer:
         if reasons:
             failed = aborted(key, reasons)
             why = "; ".join(map(str, reasons))
+            await self._finishing()
             await store.finish_aborted(key.report_id, failed.report, self._clock(), why, owner=owner)
             log.warning("report %s period %s → aborted: %s", key.report_id, key.period.period_id, why)
             return failed
@@ -106,6 +111,7 @@ class Pricer:
         outcome = completed(key, card, invoices=invoices, total=total, records=records)
         credited = f", {credit_notes} credit notes" if credit_notes else ""
         summary = f"{invoices} invoices{credited}, total {outcome.report.total} {card.currency} ({times})"
+        await self._finishing()
         issued = await store.finish_completed(
             key.report_id,
             outcome.report,
@@ -244,8 +250,15 @@ class Pricer:
                 for note in window.credit_notes
             ],
             at=self._clock(),
+            renewal=None if self._lease is None else self._lease.renewal,
         )
         times.store += time.perf_counter() - started
+
+    async def _finishing(self) -> None:
+        """The next write takes the report out of the statuses a lease is held in: stop renewing
+        (that write's fence still refuses it if the lease was lost)."""
+        if self._lease is not None:
+            await self._lease.stop()
 
     async def _move(self, key: ReportKey, status: ReportStatus, reason: str) -> None:
         await self._store.move(key.report_id, status, self._clock(), reason, owner=self._owner)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, Update, event, insert, select, update
+from sqlalchemy import ColumnElement, Table, Update, case, event, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from accounting.core.lifecycle import ReportStatus
@@ -53,6 +53,12 @@ class LeaseLost(RuntimeError):
     moved on). It must stop writing; the report's new owner builds it."""
 
 
+Renewal = Callable[[], datetime]
+"""When the builder's lease should run out if renewed now (``LeaseKeeper.renewal``): a builder's
+long write renews its lease as its transaction's last statement, so the lease is fresh when the
+write commits however long it took."""
+
+
 def held_by(report_id: UUID, owner: str, statuses: Iterable[ReportStatus]) -> Update:
     """An UPDATE of the report's row that matches only while ``owner`` holds it in ``statuses``."""
     table = schema.reports
@@ -61,6 +67,13 @@ def held_by(report_id: UUID, owner: str, statuses: Iterable[ReportStatus]) -> Up
         table.c.owner == owner,
         table.c.status.in_([status.value for status in statuses]),
     )
+
+
+def lease_extended_to(until: datetime) -> ColumnElement[Any]:
+    """``lease_until`` renewed to ``until``, never shortened: a renewal computed before it waited
+    for a long write to commit would otherwise undo the fresher renewal that write made."""
+    current = schema.reports.c.lease_until
+    return case((current > literal(until, current.type), current), else_=literal(until, current.type))
 
 
 async def fence(
@@ -85,6 +98,25 @@ async def fence(
         ).one_or_none()
         held = "no such report" if found is None else f"{found.status}, held by {found.owner or 'nobody'}"
         raise LeaseLost(f"report {report_id}: {owner} no longer builds it ({held})")
+
+
+async def renew_at_commit(
+    connection: AsyncConnection,
+    report_id: UUID,
+    owner: str,
+    statuses: Iterable[ReportStatus],
+    renewal: Renewal | None,
+) -> None:
+    """The last statement of a fenced write: renew the lease from now (no-op without ``renewal``).
+
+    The keeper's own renewal cannot commit while such a write holds the row (PostgreSQL) or the
+    database (SQLite); without this a write longer than the lease would commit with the lease
+    already run out, and a coordinator waiting to take the report over would then win the race
+    against the keeper.
+    """
+    if renewal is not None:
+        until = lease_extended_to(renewal())
+        await connection.execute(held_by(report_id, owner, statuses).values(lease_until=until))
 
 
 async def insert_rows(

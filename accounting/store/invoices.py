@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.numbering import DEFAULT_NUMBERING, Numbering
 from accounting.store import schema
-from accounting.store.engine import fence, insert_rows, refresh_statistics
+from accounting.store.engine import Renewal, fence, insert_rows, refresh_statistics, renew_at_commit
 from accounting.store.issuing import Approval, Issued, issue_documents, record_approval
 from accounting.store.reports import ACTIVE, transition
 from contracts import (
@@ -122,10 +122,12 @@ class InvoicesRepository:
         invoices: Sequence[StagedInvoice],
         at: datetime,
         credit_notes: Sequence[StagedCreditNote] = (),
+        renewal: Renewal | None = None,
     ) -> None:
         """Write a batch of invoices and credit notes and their (not yet ready) outbox rows, fenced
-        by the lease. A first invoice goes out on ``invoice.issued``; a correction on
-        ``invoice.corrected``, right after the credit note (``credit_note.issued``) of its account."""
+        by the lease (and renewing it as it commits, given ``renewal``). A first invoice goes out
+        on ``invoice.issued``; a correction on ``invoice.corrected``, right after the credit note
+        (``credit_note.issued``) of its account."""
         rows = [
             (
                 str(invoice.invoice_id),
@@ -171,6 +173,7 @@ class InvoicesRepository:
             await insert_rows(connection, schema.invoices, _INVOICE_COLUMNS, rows)
             await insert_rows(connection, schema.credit_notes, _CREDIT_NOTE_COLUMNS, notes)
             await insert_rows(connection, schema.outbox, _OUTBOX_COLUMNS, outbox)
+            await renew_at_commit(connection, report_id, owner, (ReportStatus.PRICING,), renewal)
 
     async def finish_completed(
         self,

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.store import schema
-from accounting.store.engine import fence, insert_rows
+from accounting.store.engine import Renewal, fence, insert_rows, renew_at_commit
 
 COLLECTING = (ReportStatus.GATHERING, ReportStatus.ABORTED)
 """A builder stores replies while gathering, and after an abort until the others are all in."""
@@ -145,9 +145,16 @@ class RepliesRepository:
                 )
 
     async def append_chunks(
-        self, report_id: UUID, owner: str, gather_id: int, chunks: Sequence[ChunkToStore], at: datetime
+        self,
+        report_id: UUID,
+        owner: str,
+        gather_id: int,
+        chunks: Sequence[ChunkToStore],
+        at: datetime,
+        renewal: Renewal | None = None,
     ) -> list[RejectedChunk]:
-        """Store a batch of reply bodies and their records in one transaction, fenced by the lease.
+        """Store a batch of reply bodies and their records in one transaction, fenced by the lease
+        (and renewing it as it commits, given ``renewal``).
 
         A chunk whose records repeat an (account, resource, metric) of its service's answer is
         refused (its body is still kept, not accepted) and returned; the others are stored.
@@ -156,6 +163,7 @@ class RepliesRepository:
             async with self.engine.begin() as connection:
                 await fence(connection, report_id, owner, COLLECTING)
                 await _insert_chunks(connection, gather_id, chunks, at)
+                await renew_at_commit(connection, report_id, owner, COLLECTING, renewal)
             return []
         except IntegrityError:
             pass

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accounting.core.lifecycle import IllegalTransition, ReportStatus, Transition, check_transition
 from accounting.store import schema
-from accounting.store.engine import LeaseLost, held_by
+from accounting.store.engine import LeaseLost, held_by, lease_extended_to
 from contracts import Period
 
 ACTIVE = (ReportStatus.PENDING, ReportStatus.GATHERING, ReportStatus.NORMALIZING, ReportStatus.PRICING)
@@ -219,8 +219,9 @@ class ReportsRepository:
     # --- leases: which coordinator is building a report ----------------------------------
 
     async def renew_lease(self, report_id: UUID, owner: str, until: datetime) -> bool:
-        """Keep the report for ``owner`` until ``until``; False when the lease was lost."""
-        return await self._update_held(report_id, owner, LEASED, lease_until=until)
+        """Keep the report for ``owner`` until ``until`` (or later, if a write of the builder's
+        renewed it further meanwhile); False when the lease was lost."""
+        return await self._update_held(report_id, owner, LEASED, lease_until=lease_extended_to(until))
 
     async def claim_abandoned(
         self,

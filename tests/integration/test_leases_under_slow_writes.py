@@ -1,0 +1,99 @@
+"""Two coordinators on one store, every write slower than the lease (SQLite and PostgreSQL): the
+builder keeps its report to the end, the other never resumes it, and no lease is said to be lost.
+
+The store is made slow on purpose: each batch of chunks and each window of invoices spends longer
+inside its transaction than the whole lease lasts (issue 16's "a window that takes longer than the
+lease"). Only the renewal as each write commits keeps the report its builder's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from accounting.core.lifecycle import ReportStatus
+from accounting.core.report import Completed
+from accounting.store import engine, invoices, replies, schema
+from contracts import Period, Topology
+from tests.integration.support import StaticService, coordinator, record, serving
+from tests.postgres import fresh_database
+
+pytestmark = pytest.mark.integration
+
+LEASE_SECONDS = 3.0
+"""The shortest lease the settings allow; the keeper renews every second."""
+SLOW_WRITE = 2 * LEASE_SECONDS
+"""Long enough that even a keeper's renewal queued behind the write has run out when it lands."""
+ACCOUNTS = 20
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/reckon.sqlite3"
+        return
+    async with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def slow_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch of records and each window of invoices takes ``SLOW_WRITE`` seconds to store."""
+
+    async def slow_insert(
+        connection: AsyncConnection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        if table in (schema.outbox, schema.usage_records):
+            await asyncio.sleep(SLOW_WRITE)
+        await engine.insert_rows(connection, table, columns, rows)
+
+    monkeypatch.setattr(invoices, "insert_rows", slow_insert)
+    monkeypatch.setattr(replies, "insert_rows", slow_insert)
+
+
+@pytest.mark.usefixtures("slow_writes")
+async def test_writes_longer_than_the_lease_keep_the_report_its_builders(
+    amqp_url: str,
+    connection: AbstractRobustConnection,
+    topology: Topology,
+    store_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    compute = StaticService(
+        "compute", [record(f"acct-{n:02d}", "vm-1", "vcpu", "3600", "vCPU-second") for n in range(ACCOUNTS)]
+    )
+    overrides: dict[str, Any] = {
+        "lease_seconds": LEASE_SECONDS,
+        "resume_every_seconds": 0.3,
+        "pricing_page_records": ACCOUNTS,  # one window of invoices
+        "pricing_processes": 0,
+    }
+    with caplog.at_level(logging.DEBUG, logger="reckon.lease"):
+        async with (
+            serving(connection, topology, compute, chunk_size=ACCOUNTS),
+            coordinator(
+                amqp_url, topology, ["compute"], store_url=store_url, deadline_seconds=60, **overrides
+            ) as a,
+            coordinator(
+                amqp_url, topology, ["compute"], store_url=store_url, deadline_seconds=60, **overrides
+            ) as b,
+        ):
+            run = await a.run_period(Period.month("2026-10"))
+            await a.wait_until(run, ReportStatus.COMPLETED, timeout=45)
+            invoices_stored = await a.app.store.invoices(report_id=run.key.report_id)
+
+    assert isinstance(run.outcome, Completed), run.history
+    assert len(compute.calls) == 1
+    assert b.runs == []  # the other coordinator never resumed it
+    assert not any("resumed" in transition.reason for transition in run.history.transitions)
+    assert len(invoices_stored) == ACCOUNTS
+    # Not even "no lease to renew": the keeper stopped before the write that finished the report.
+    assert [r.getMessage() for r in caplog.records if r.name == "reckon.lease"] == []
