@@ -71,6 +71,32 @@ def peers_table(scatter: tuple[Latency, Latency], relay: Throughput) -> Table:
     return table
 
 
+def floor_table(result: EndToEnd) -> Table:
+    """Where the floor of one run comes from, measured right after it on the same processes."""
+    table = Table(title=f"The floor of {result.accounts:,} accounts ({result.backend}), same run")
+    table.add_column("part")
+    table.add_column("seconds", justify="right")
+    table.add_column("what", justify="left")
+    floor = result.floor
+    if floor is None:
+        return table
+    for answer in floor.answers.values():
+        table.add_row(
+            f"{answer.service} answers alone",
+            f"{answer.seconds:.1f}",
+            f"{answer.records:,} records in {answer.chunks:,} chunks, straight to its queue, no coordinator",
+        )
+    table.add_row(
+        "raw confirmed publish",
+        f"{floor.publish_seconds:.1f}",
+        f"{floor.invoices:,} invoices of 1.2 KB, plain aio-pika, persistent, confirmed",
+    )
+    table.add_row("floor", f"{floor.seconds:.1f}", "slowest answer + publish")
+    if result.over_floor is not None:
+        table.add_row("end to end", f"{result.total_seconds:.1f}", f"{result.over_floor:.2f}x the floor")
+    return table
+
+
 def end_to_end_table(results: list[EndToEnd]) -> Table:
     table = Table(title="Period end to end (PeriodClosed → COMPLETED, every invoice confirmed)")
     table.add_column("accounts", justify="right")
@@ -82,9 +108,11 @@ def end_to_end_table(results: list[EndToEnd]) -> Table:
     stages = list(dict.fromkeys(stage for result in results for stage in result.stages))
     for stage in stages:
         table.add_column(stage.strip(), justify="right")
+    table.add_column("floor", justify="right")
+    table.add_column("total ÷ floor", justify="right")
     table.add_column("records/s", justify="right")
     table.add_column("invoices/s", justify="right")
-    table.add_column("peak RSS MB (coord/pricing worker/compute/storage)", justify="right")
+    table.add_column("peak RSS MB (coord tree/coord/compute/storage)", justify="right")
     for result in results:
         rss = result.peak_rss_mb
         table.add_row(
@@ -95,11 +123,13 @@ def end_to_end_table(results: list[EndToEnd]) -> Table:
             f"{result.invoices:,}",
             f"{result.total_seconds:.1f} s" + ("" if result.status == "completed" else f" ({result.status})"),
             *(f"{result.stages[stage]:.1f}" if stage in result.stages else "" for stage in stages),
+            f"{result.floor.seconds:.1f} s" if result.floor else "",
+            f"{result.over_floor:.2f}x" if result.over_floor else "",
             f"{result.records / result.total_seconds:,.0f}" if result.total_seconds else "",
             f"{result.invoices / result.stages['relay']:,.0f}" if result.stages.get("relay") else "",
             "/".join(
                 f"{rss.get(name, float('nan')):.0f}"
-                for name in ("coordinator", "pricing worker", "compute", "storage")
+                for name in ("coordinator tree", "coordinator", "compute", "storage")
             ),
         )
     return table
@@ -129,6 +159,7 @@ async def main(arguments: argparse.Namespace) -> None:
                 )
                 results.append(await run_end_to_end(accounts, backend, amqp_url, POSTGRES, target, approval))
                 console.print(end_to_end_table(results[-1:]))
+                console.print(floor_table(results[-1]))
     if len(results) > 1:
         console.print(end_to_end_table(results))
 

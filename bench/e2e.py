@@ -29,6 +29,8 @@ from accounting.amqp.scheduler import close_period
 from accounting.amqp.topology import delete_namespace
 from accounting.core.lifecycle import ReportStatus
 from accounting.store.repository import ReportStore
+from bench.floor import Floor, measure_answers, measure_publish
+from bench.memory import TreePeak, peak_rss_mb, sampling
 from contracts import Period, Topology, report_id
 from transport.queues import wait_for_consumer
 
@@ -37,6 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "var" / "bench"
 SERVICES = ("compute", "storage")
 TIMEOUT = 900.0
+"""Seconds a run (and its gather's deadline) may take, at least: a million accounts take longer."""
+
+
+def timeout_for(accounts: int) -> float:
+    return max(TIMEOUT, accounts * 0.002)
+
+
 _TIMES = re.compile(r"read (?P<read>[\d.]+)s, normalize\+price (?P<price>[\d.]+)s, store (?P<store>[\d.]+)s")
 
 
@@ -50,7 +59,16 @@ class EndToEnd:
     total_seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    """Each process's own peak; ``coordinator tree`` is the largest sum of the coordinator's and
+    its pricing processes' resident sets at one instant (what a container's limit sees)."""
     status: str = ""
+    floor: Floor | None = None
+
+    @property
+    def over_floor(self) -> float | None:
+        if self.floor is None or not self.floor.seconds or not self.total_seconds:
+            return None
+        return self.total_seconds / self.floor.seconds
 
 
 def seeded(service: str, accounts: int) -> Path:
@@ -65,23 +83,6 @@ def seeded(service: str, accounts: int) -> Path:
         subprocess.run(command, check=True, capture_output=True)
         partial.rename(db)
     return db
-
-
-def children(pid: int) -> list[int]:
-    """Direct child processes (the coordinator's pricing workers)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        listed = (task / "children").read_text().split()
-        found.extend(int(child) for child in listed)
-    return found
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set so far, in MB (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @asynccontextmanager
@@ -138,7 +139,7 @@ async def run_end_to_end(
                 "RECKON_NAMESPACE": topology.namespace,
                 "RECKON_SERVICES": ",".join(SERVICES),
                 "RECKON_STORE_URL": url,
-                "RECKON_DEADLINE_SECONDS": str(int(TIMEOUT)),
+                "RECKON_DEADLINE_SECONDS": str(int(timeout_for(accounts))),
                 "RECKON_RATE_CARD": str(ROOT / "config" / "rate-card.toml"),
                 "RECKON_APPROVAL": approval,
             }
@@ -163,25 +164,33 @@ async def run_end_to_end(
                         "py-spy", "record", "--pid", str(processes["coordinator"].pid), "--rate", "50",
                         "--format", "speedscope", "--output", str(profile), "--nonblocking",
                     )  # fmt: skip
+                tree = TreePeak(processes["coordinator"].pid)
                 started = time.perf_counter()
+                give_up_at = started + timeout_for(accounts)
                 await close_period(connection, topology, PERIOD, requested_by="bench")
                 store = await ReportStore.open(url, migrate=False)
                 try:
-                    if approval == "manual":
-                        result.status = await until_finished(
-                            store, time.perf_counter() + TIMEOUT, (ReportStatus.DRAFT, ReportStatus.ABORTED)
-                        )
-                        drafted = time.perf_counter()
-                        await approve(env)
-                        result.stages["approve"] = time.perf_counter() - drafted
-                    result.status = await until_finished(store, time.perf_counter() + TIMEOUT)
-                    result.total_seconds = time.perf_counter() - started
+                    async with sampling(tree):
+                        if approval == "manual":
+                            result.status = await until_finished(
+                                store,
+                                give_up_at,
+                                (ReportStatus.DRAFT, ReportStatus.ABORTED),
+                            )
+                            drafted = time.perf_counter()
+                            await approve(env)
+                            result.stages["approve"] = time.perf_counter() - drafted
+                        result.status = await until_finished(store, give_up_at)
+                        result.total_seconds = time.perf_counter() - started
                     await describe(store, result)
                 finally:
                     await store.close()
                 result.peak_rss_mb = {name: peak_rss_mb(process.pid) for name, process in processes.items()}
-                workers = [peak_rss_mb(child) for child in children(processes["coordinator"].pid)]
-                result.peak_rss_mb["pricing worker"] = max(workers, default=0.0)
+                result.peak_rss_mb["coordinator tree"] = tree.mb
+                # The floor, with the same service processes, now warm as they were for the run.
+                result.floor = Floor(await measure_answers(amqp_url, topology, SERVICES, PERIOD))
+                result.floor.invoices = result.invoices
+                result.floor.publish_seconds = await measure_publish(amqp_url, result.invoices)
             finally:
                 if spy is not None:
                     spy.send_signal(2)

@@ -21,7 +21,7 @@ import aio_pika
 
 from accounting.amqp.topology import delete_namespace
 from accounting.core.lifecycle import ReportStatus
-from bench.e2e import peak_rss_mb
+from bench.memory import peak_rss_mb
 from contracts import Period, Topology
 from tests.e2e.platform import Platform, broker_connection_names, named, platform
 from tests.faults import LEDGER
