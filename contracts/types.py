@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -39,12 +40,23 @@ QUANTITY_FRACTION_DIGITS = 18
 QUANTITY_TEXT_LENGTH = 64
 
 
+_PLAIN_QUANTITY = re.compile(
+    rf"[0-9]{{1,{QUANTITY_INTEGER_DIGITS}}}(?:\.[0-9]{{1,{QUANTITY_FRACTION_DIGITS}}})?"
+)
+"""A quantity in plain notation within the bounds: what every service sends, in practice."""
+
+
 def _parse_non_negative(value: Any) -> Decimal:
     """A quantity: a decimal ≥ 0 with at most 30 digits before the point and 18 after.
 
     Checked before any arithmetic: a string longer than 64 characters, or a number such as
     ``1e999999999``, is refused at once instead of costing seconds (or an ``Overflow``) later.
+    A string in plain notation within the bounds needs no more checks than its pattern: the
+    common case, and the hot path of a gather (``Decimal.as_tuple`` alone cost a tenth of the
+    coordinator's time at 100,000 accounts).
     """
+    if type(value) is str and _PLAIN_QUANTITY.fullmatch(value):
+        return Decimal(value)
     if isinstance(value, str) and len(value) > QUANTITY_TEXT_LENGTH:
         raise ValueError(f"{value[:20]!r}... is longer than {QUANTITY_TEXT_LENGTH} characters")
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**QUANTITY_INTEGER_DIGITS:
