@@ -35,6 +35,7 @@ from accounting.runtime.app import open_store, start_coordinator, store_may_come
 from accounting.service.relay import OutboxRelay
 from accounting.store.repository import ReportStore
 from contracts import Topology
+from observability.heap import settle_heap
 from transport.connection import Stopped, broker_may_come_back, broker_problem, connect, unless_stopped
 
 
@@ -82,6 +83,7 @@ def coordinator(config: ConfigOption = None) -> None:
                 announce("coordinator stopped before it was ready")
                 return
             dead_letters = None if server is None else operations.watch_coordinator(server, instance)
+            settle_heap()
             announce(
                 f"coordinator ready: services {', '.join(settings.services)}, "
                 f"deadline {settings.deadline_seconds:g}s, namespace {settings.namespace or '(none)'}"
@@ -194,6 +196,7 @@ def relay(config: ConfigOption = None) -> None:
                 if server is not None:
                     server.set_checks(operations.relay_checks(connection, store, outbox_relay))
                     operations.watch_outbox(server, store, [outbox_relay.health])
+                settle_heap()
                 announce("relay running")
                 await stop_signal.wait()
                 if server is not None:

@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractRobustConnection
 from pydantic import ValidationError
 
 from observability import logs
+from observability.heap import settle_heap
 from observability.http import Check, HttpSettings, HttpUnavailable, OpsServer, start_server
 from observability.startup import Startup
 from transport.connection import (
@@ -79,6 +80,7 @@ async def serve(
     try:
         if ops is not None:
             ops.set_checks(readiness(connection, responder, service if guarded else None))
+        settle_heap()
         log.info("service %s ready on %s", service.name, redact_url(settings.amqp_url))
         await stop.wait()
         if ops is not None:
