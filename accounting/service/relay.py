@@ -2,8 +2,6 @@
 
 It claims a window of rows at a time, publishes them all at once (the window bounds what is in
 flight), and marks the confirmed ones sent in one statement per group as the confirms come back.
-Two windows are in flight at once (``windows``): while one waits for its last confirms and its
-marks, the next is claimed and published, so the broker never idles between windows.
 """
 
 from __future__ import annotations
@@ -53,7 +51,6 @@ class OutboxRelay:
         claim_seconds: float = 30.0,
         window: int = 500,
         mark_every: int = 100,
-        windows: int = 2,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -62,7 +59,6 @@ class OutboxRelay:
         self._claim = timedelta(seconds=claim_seconds)
         self._window = window
         self._mark_every = mark_every
-        self._windows = windows
         self._wake = asyncio.Event()
         self.sent = 0
         self.health = TaskHealth("relay")
@@ -74,37 +70,17 @@ class OutboxRelay:
         self._wake.set()
 
     async def flush(self, until: datetime | None = None) -> int:
-        """Publish every row this relay can claim, ``windows`` windows at a time, stopping between
-        windows at ``until`` (shutdown); returns how many were confirmed.
-
-        Windows are claimed apart, so they never share a row, and a report's own event is claimed
-        only once every earlier row of its report was marked sent, so it stays last. When a window
-        fails, the others finish theirs (their confirms are marked) and claim no more; the first
-        failure is then raised.
-        """
+        """Publish every row this relay can claim, stopping between windows at ``until``
+        (shutdown); returns how many were confirmed."""
         confirmed = 0
-        failed = False
-
-        async def windows() -> None:
-            nonlocal confirmed, failed
-            try:
-                while not failed and (until is None or self._clock() < until):
-                    now = self._clock()
-                    rows = await self._store.claim_window(now, now + self._claim, self._window)
-                    if not rows:
-                        return
-                    sent = await self._relay(rows)
-                    confirmed += sent
-                    if sent == 0:
-                        return  # the window came back unroutable: its rows are retried at the next poll
-            except BaseException:
-                failed = True
-                raise
-
-        outcomes = await asyncio.gather(*(windows() for _ in range(self._windows)), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        while until is None or self._clock() < until:
+            rows = await self._store.claim_window(self._clock(), self._clock() + self._claim, self._window)
+            if not rows:
+                break
+            sent = await self._relay(rows)
+            confirmed += sent
+            if sent == 0:
+                break  # every row of the window came back unroutable: they are retried at the next poll
         return confirmed
 
     async def _relay(self, rows: Sequence[OutboxRow]) -> int:

@@ -80,7 +80,7 @@ async def test_a_large_report_is_published_in_windows_with_report_completed_last
 ) -> None:
     record, invoices, _ = await publishing_report(store, accounts=1200)
     publisher = FakePublisher()
-    sender = OutboxRelay(store, publisher, clock=lambda: minutes(20), window=500, mark_every=100, windows=1)
+    sender = OutboxRelay(store, publisher, clock=lambda: minutes(20), window=500, mark_every=100)
     windows: list[int] = []
     marks: list[int] = []
     claim_window, mark_sent = store.claim_window, store.mark_sent
@@ -106,31 +106,6 @@ async def test_a_large_report_is_published_in_windows_with_report_completed_last
     assert await status(store, record.report_id) is ReportStatus.COMPLETED
     assert (await store.outbox_status()).pending == 0
     assert sender.sent == 1201
-
-
-async def test_two_windows_are_in_flight_at_once_and_report_completed_still_goes_last(
-    store: ReportStore,
-) -> None:
-    record, invoices, _ = await publishing_report(store, accounts=1200)
-    in_flight = {"now": 0, "most": 0}
-
-    class SlowConfirms(FakePublisher):
-        async def publish(self, event: Outgoing) -> None:
-            in_flight["now"] += 1
-            in_flight["most"] = max(in_flight["most"], in_flight["now"])
-            await asyncio.sleep(0.05)  # the confirms of a whole window take a while
-            in_flight["now"] -= 1
-            await super().publish(event)
-
-    publisher = SlowConfirms()
-    sender = OutboxRelay(store, publisher, clock=lambda: minutes(20), window=500, mark_every=100)
-
-    assert await sender.flush() == 1201
-
-    assert in_flight["most"] > 500  # the next window was published before the first was confirmed
-    assert sorted(publisher.confirmed[:-1]) == sorted(str(i.invoice_id) for i in invoices)
-    assert publisher.confirmed[-1] == completed_id(record.report_id)
-    assert await status(store, record.report_id) is ReportStatus.COMPLETED
 
 
 async def test_a_failed_publish_marks_the_confirmed_rows_of_its_window_and_a_later_flush_sends_the_rest(
