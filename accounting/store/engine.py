@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,7 +20,8 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 
 def create_engine(url: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> AsyncEngine:
     """An async engine. SQLite runs in WAL mode (readers never wait for the writer, and a commit
-    is one append) and waits up to ``busy_timeout`` seconds for a busy writer before failing."""
+    is one append), its writers in this process take turns (``WritersInTurn``), and a writer of
+    another process waits up to ``busy_timeout`` seconds for a busy database before failing."""
     if not url.startswith("sqlite"):
         return create_async_engine(url, pool_pre_ping=True)
     engine = create_async_engine(url, connect_args={"timeout": busy_timeout})
@@ -30,7 +33,41 @@ def create_engine(url: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Async
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
+        return WritersInTurn(engine.sync_engine)
     return engine
+
+
+class WritersInTurn(AsyncEngine):
+    """A SQLite engine whose write transactions (``begin``) take turns, first come first served.
+
+    SQLite lets one writer in at a time; the others wait in its busy handler, which sleeps and
+    retries with no queue and no order. Within one coordinator that made a report's writes wait
+    behind another report's stream of batches (a flood of tiny chunks), a lease renewal wait behind
+    a builder's windows, and a relay's claim fail with "database is locked" after 30 s behind the
+    one transaction that issues a million invoices. Here each writer waits for its turn on an
+    asyncio lock instead, for as long as it takes; only writers of other processes still meet the
+    busy handler. A task that already holds the turn (a write inside a write) is let through.
+    """
+
+    _turn: asyncio.Lock | None = None
+    _holder: asyncio.Task[Any] | None = None
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        task = asyncio.current_task()
+        if task is not None and task is self._holder:
+            async with super().begin() as connection:
+                yield connection
+            return
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            self._holder = task
+            try:
+                async with super().begin() as connection:
+                    yield connection
+            finally:
+                self._holder = None
 
 
 async def refresh_statistics(engine: AsyncEngine, *tables: Table) -> None:

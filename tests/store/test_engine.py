@@ -47,6 +47,42 @@ async def test_a_sqlite_file_store_runs_in_wal_mode(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+async def test_sqlite_writers_in_one_process_take_turns_however_long_a_write_takes(tmp_path: Path) -> None:
+    """SQLite's busy handler would fail the second writer after ``busy_timeout`` (at 1,000,000
+    accounts the relay's claim failed so, behind the transaction that issued every invoice); in
+    one process writers wait for their turn instead, in the order they came."""
+    store = await ReportStore.open(f"sqlite+aiosqlite:///{tmp_path}/turns.sqlite3", busy_timeout=0.2)
+    order: list[str] = []
+    try:
+
+        async def write(name: str, hold: float) -> None:
+            async with store.engine.begin() as connection:
+                await connection.execute(text(f"INSERT INTO number_series VALUES ('{name}', 0)"))
+                order.append(name)
+                await asyncio.sleep(hold)
+
+        long = asyncio.create_task(write("long", 1.0))  # five busy timeouts
+        await asyncio.sleep(0.05)
+        await asyncio.gather(write("second", 0), write("third", 0))
+        await long
+    finally:
+        await store.close()
+
+    assert order == ["long", "second", "third"]
+
+
+async def test_a_write_inside_a_write_of_the_same_task_is_let_through(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/nested.sqlite3")
+    try:
+        async with asyncio.timeout(5), engine.begin() as outer:
+            await outer.execute(text("CREATE TABLE t (x INTEGER)"))
+        # The inner one is another connection: without letting it through, it would wait forever.
+        async with asyncio.timeout(5), engine.begin(), engine.begin() as inner:
+            await inner.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
 async def test_insert_rows_stores_utc_datetimes_and_booleans_as_the_normal_path_reads_them(
     store: ReportStore,
 ) -> None:
