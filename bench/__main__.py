@@ -14,12 +14,14 @@ import asyncio
 import os
 import platform
 import shutil
+import statistics
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from bench.e2e import EndToEnd, run_end_to_end
+from bench.flood import FloodResult, run_flood_bench
 from bench.relay import Throughput, run_relay_bench
 from bench.scatter import Latency, run_scatter_bench
 from transport.redact import DEFAULT_AMQP_URL
@@ -68,6 +70,23 @@ def peers_table(scatter: tuple[Latency, Latency], relay: Throughput) -> Table:
         f"{relay.ratio:.2f}x",
         "≥ 0.5x",
     )
+    return table
+
+
+def flood_table(result: FloodResult) -> Table:
+    table = Table(
+        title=f"A small report beside a {result.chunks:,}-chunk flood to another (same coordinator)"
+    )
+    table.add_column("small report")
+    table.add_column("median", justify="right")
+    table.add_column("each", justify="right")
+    for label, times in (("alone", result.alone), ("beside the flood", result.beside)):
+        table.add_row(
+            label,
+            f"{statistics.median(times):.2f} s",
+            ", ".join(f"{seconds:.2f}" for seconds in times),
+        )
+    table.add_row("slowdown", f"{result.slowdown:.1f}x", "")
     return table
 
 
@@ -143,6 +162,8 @@ async def main(arguments: argparse.Namespace) -> None:
         scatter = await run_scatter_bench(amqp_url, rounds=arguments.rounds)
         relay = await run_relay_bench(amqp_url, messages=arguments.messages)
         console.print(peers_table(scatter, relay))
+    if arguments.flood and not arguments.skip_peers:
+        console.print(flood_table(await run_flood_bench(amqp_url, chunks=arguments.flood)))
     results = []
     profile = arguments.profile
     if profile is not None and shutil.which("py-spy") is None:
@@ -180,6 +201,12 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=300, help="scatter-gathers per side")
     parser.add_argument("--messages", type=int, default=20_000, help="invoices per relay run")
+    parser.add_argument(
+        "--flood",
+        type=int,
+        default=100_001,
+        help="chunks of the flood a small report runs beside (0: skip; skipped with --skip-peers)",
+    )
     parser.add_argument("--profile", type=Path, help="record the coordinator with py-spy (speedscope JSON)")
     return parser.parse_args()
 

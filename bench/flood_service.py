@@ -1,6 +1,6 @@
 """A sub-service, run as its own process, that floods one period's request with empty chunks.
 
-``python -m tests.integration.flood_service URL NAMESPACE SERVICE PERIOD CHUNKS``: for a request of
+``python -m bench.flood_service URL NAMESPACE SERVICE PERIOD CHUNKS``: for a request of
 PERIOD it publishes CHUNKS empty chunks, none of them last, as fast as the broker takes them, then
 prints ``flooded``; any other request gets one empty last chunk at once (requests are handled
 concurrently, as the SDK's would be for two reports). It prints ``ready`` once it consumes.

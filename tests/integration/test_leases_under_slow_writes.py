@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ from accounting.core.report import Completed
 from accounting.store import engine, invoices, replies, schema
 from contracts import Period, Topology
 from tests.integration.support import StaticService, coordinator, record, serving
-from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +31,6 @@ LEASE_SECONDS = 3.0
 SLOW_WRITE = 2 * LEASE_SECONDS
 """Long enough that even a keeper's renewal queued behind the write has run out when it lands."""
 ACCOUNTS = 20
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/reckon.sqlite3"
-        return
-    async with fresh_database() as url:
-        yield url
 
 
 @pytest.fixture
@@ -64,7 +53,7 @@ async def test_writes_longer_than_the_lease_keep_the_report_its_builders(
     amqp_url: str,
     connection: AbstractRobustConnection,
     topology: Topology,
-    store_url: str,
+    both_stores: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     compute = StaticService(
@@ -80,10 +69,10 @@ async def test_writes_longer_than_the_lease_keep_the_report_its_builders(
         async with (
             serving(connection, topology, compute, chunk_size=ACCOUNTS),
             coordinator(
-                amqp_url, topology, ["compute"], store_url=store_url, deadline_seconds=60, **overrides
+                amqp_url, topology, ["compute"], store_url=both_stores, deadline_seconds=60, **overrides
             ) as a,
             coordinator(
-                amqp_url, topology, ["compute"], store_url=store_url, deadline_seconds=60, **overrides
+                amqp_url, topology, ["compute"], store_url=both_stores, deadline_seconds=60, **overrides
             ) as b,
         ):
             run = await a.run_period(Period.month("2026-10"))

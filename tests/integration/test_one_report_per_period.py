@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
@@ -14,30 +12,20 @@ from accounting.core.lifecycle import ReportStatus
 from accounting.store.repository import ReportStore
 from contracts import Period, Topology
 from tests.integration.support import StaticService, coordinator, eventually, listening, record, serving
-from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
 PERIOD = Period.month("2026-10")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/reckon.sqlite3"
-        return
-    async with fresh_database() as url:
-        yield url
-
-
 async def test_ten_duplicate_events_on_two_replicas_make_exactly_one_report(
-    amqp_url: str, connection: AbstractRobustConnection, topology: Topology, store_url: str
+    amqp_url: str, connection: AbstractRobustConnection, topology: Topology, both_stores: str
 ) -> None:
     compute = StaticService("compute", [record("acct-1", "vm-1", "vcpu", "7200", "vCPU-second")])
     async with (
         serving(connection, topology, compute),
-        coordinator(amqp_url, topology, ["compute"], store_url=store_url) as first,
-        coordinator(amqp_url, topology, ["compute"], store_url=store_url) as second,
+        coordinator(amqp_url, topology, ["compute"], store_url=both_stores) as first,
+        coordinator(amqp_url, topology, ["compute"], store_url=both_stores) as second,
         listening(connection, topology.reports.name) as reports,
     ):
         await asyncio.gather(
@@ -51,7 +39,7 @@ async def test_ten_duplicate_events_on_two_replicas_make_exactly_one_report(
         await builder.wait_until(run, ReportStatus.COMPLETED)
         await reports.wait_for(1)
 
-    store = await ReportStore.open(store_url)
+    store = await ReportStore.open(both_stores)
     try:
         [report] = await store.list_reports()
     finally:

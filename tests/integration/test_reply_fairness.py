@@ -37,7 +37,7 @@ async def queued(connection: AbstractRobustConnection, queue: str) -> int:
 async def test_a_concurrent_report_completes_while_another_reports_flood_is_still_queued(
     amqp_url: str, topology: Topology
 ) -> None:
-    command = [sys.executable, "-m", "tests.integration.flood_service"]
+    command = [sys.executable, "-m", "bench.flood_service"]
     arguments = [amqp_url, topology.namespace, "chunky", FLOODED.period_id, str(FLOOD)]
     # Blocking on purpose: reading its "flooded" line holds the coordinator back (see above).
     flooder = subprocess.Popen([*command, *arguments], stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
