@@ -18,7 +18,6 @@ gather's inbox, applying its items to the machine and acknowledging replies are 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -332,117 +331,45 @@ class UsageGatherer:
         on_progress: ProgressCallback | None,
         on_abort: AbortCallback | None,
     ) -> None:
-        """Run the gather to its end: parse a batch of replies while the one before is stored.
-
-        Batches are stored one at a time, in order; a batch's replies are acknowledged once it is
-        stored (or the gather fails with the store's error: the broker must not keep them
-        unacknowledged, holding the queue's prefetch), and the chunks the store refused reach the
-        machine before the next batch is written and before the gather is called finished.
-        """
         machine = session.machine
-        storing = _Storing(machine, self._clock)
         announced = False
-        try:
-            while True:
-                actions: list[Action] = []
-                messages: list[AbstractIncomingMessage] = []
-                asked: dict[str, str] = {}
-                item = None if machine.finished else await self._next(session, storing)
-                if item is not None:
-                    apply(item, machine, actions, messages, asked, self._clock)
-                    while not session.inbox.empty() and records(actions) < BATCH_RECORDS:
-                        apply(session.inbox.get_nowait(), machine, actions, messages, asked, self._clock)
-                await storing.settle()
+        while True:
+            actions: list[Action] = []
+            messages: list[AbstractIncomingMessage] = []
+            asked: dict[str, str] = {}
+            if not machine.finished:
+                apply(await self._next(session), machine, actions, messages, asked, self._clock)
+                while not session.inbox.empty() and records(actions) < BATCH_RECORDS:
+                    apply(session.inbox.get_nowait(), machine, actions, messages, asked, self._clock)
+            try:
                 if asked:
                     await sink.asked(asked)
-                await storing.start(sink, actions, messages)
-                if machine.finished:
-                    await storing.settle()
-                metrics.settled(machine, session.settled, time.monotonic() - session.started)
-                if on_progress is not None:
-                    on_progress(machine)
-                if machine.decided and machine.reasons and not announced:
-                    await storing.settle()  # what came before the failure is stored first
-                    announced = True
-                    if on_abort is not None:
-                        await on_abort(machine)
-                if machine.finished:
-                    return
-        finally:
-            await storing.abandon()
+                if actions:
+                    for service, why in await sink.write(actions):
+                        machine.handle(ChunkRefused(service, why, self._clock()))
+            finally:
+                # Stored, or the gather is failing with the store's error: either way the broker
+                # must not keep them unacknowledged, holding the reply queue's prefetch.
+                for message in messages:
+                    await ack(message)
+            metrics.settled(machine, session.settled, time.monotonic() - session.started)
+            if on_progress is not None:
+                on_progress(machine)
+            if machine.decided and machine.reasons and not announced:
+                announced = True
+                if on_abort is not None:
+                    await on_abort(machine)
+            if machine.finished:
+                return
 
-    async def _next(self, session: Session, storing: _Storing) -> Item | None:
-        """The gather's next item, or ``DeadlinePassed``. While a batch is being stored, its end is
-        awaited too: a store that fails stops the gather then, not at the next reply, and None is
-        returned if what the store refused finished the gather."""
+    async def _next(self, session: Session) -> Item:
         remaining = (session.machine.deadline - self._clock()).total_seconds()
         if remaining <= 0:
             return DeadlinePassed(self._clock())
-        getting = asyncio.ensure_future(session.inbox.get())
         try:
-            if storing.task is not None:
-                await asyncio.wait(
-                    {getting, storing.task}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                if storing.task.done():
-                    try:
-                        await storing.settle()
-                    except BaseException:
-                        if getting.done() and not getting.cancelled():
-                            session.inbox.put_nowait(getting.result())  # drained (and acknowledged) as late
-                        raise
-                    if session.machine.finished and not getting.done():
-                        return None
-                remaining = (session.machine.deadline - self._clock()).total_seconds()
-            return await asyncio.wait_for(asyncio.shield(getting), timeout=max(remaining, 0))
+            return await asyncio.wait_for(session.inbox.get(), timeout=remaining)
         except TimeoutError:
             return DeadlinePassed(self._clock())
-        finally:
-            if not getting.done():
-                getting.cancel()
-
-
-class _Storing:
-    """The one batch of replies being stored while the next is parsed."""
-
-    def __init__(self, machine: Gather, clock: Callable[[], datetime]) -> None:
-        self._machine = machine
-        self._clock = clock
-        self.task: asyncio.Task[list[tuple[str, str]]] | None = None
-        """The batch being stored, if any."""
-        self._messages: list[AbstractIncomingMessage] = []
-
-    async def start(
-        self, sink: GatherSink, actions: list[Action], messages: list[AbstractIncomingMessage]
-    ) -> None:
-        """Store ``actions`` in the background (the batch before must be settled); replies with
-        nothing to store are acknowledged at once."""
-        assert self.task is None, "settle the batch being stored first"
-        if not actions:
-            for message in messages:
-                await ack(message)
-            return
-        self._messages = messages
-        self.task = asyncio.create_task(sink.write(actions))
-
-    async def settle(self) -> None:
-        """Wait for the batch being stored, acknowledge its replies, and tell the machine which of
-        its chunks the store refused; raise the store's error, if any."""
-        task, messages = self.task, self._messages
-        self.task, self._messages = None, []
-        try:
-            refused = await task if task is not None else []
-        finally:
-            for message in messages:
-                await ack(message)
-        for service, why in refused:
-            self._machine.handle(ChunkRefused(service, why, self._clock()))
-
-    async def abandon(self) -> None:
-        """The gather ends early (cancelled, or failing): let the batch being stored finish or
-        fail, and acknowledge its replies, without raising."""
-        with contextlib.suppress(Exception):
-            await self.settle()
 
 
 def _reply_text(returned: DeliveredMessage) -> str:
