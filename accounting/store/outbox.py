@@ -73,7 +73,7 @@ class OutboxRepository:
                     .limit(limit)
                 )
             ).all()
-        return [_outbox_row(row) for row in rows]
+        return [_outbox_row(row, ready_at=True) for row in rows]
 
     async def claim_window(self, now: datetime, until: datetime, limit: int = 500) -> list[OutboxRow]:
         """Claim up to ``limit`` of the oldest unsent rows nobody else holds, in write order.
@@ -120,7 +120,7 @@ class OutboxRepository:
                     _with_body(ready_at=False).where(table.c.claim == token).order_by(table.c.id)
                 )
             ).all()
-        return [_outbox_row(row) for row in rows]
+        return [_outbox_row(row, ready_at=False) for row in rows]
 
     async def ready_since(self, report_ids: Collection[UUID]) -> dict[UUID, datetime]:
         """When each report's rows were made ready (the earliest, ``ready_at`` else ``created_at``):
@@ -285,7 +285,8 @@ def _with_body(*, ready_at: bool = True) -> Any:
     )
 
 
-def _outbox_row(row: Row[Any]) -> OutboxRow:
+def _outbox_row(row: Row[Any], *, ready_at: bool) -> OutboxRow:
+    """A row of ``_with_body(ready_at=ready_at)``."""
     return OutboxRow(
         id=row.id,
         report_id=UUID(row.report_id),
@@ -298,7 +299,7 @@ def _outbox_row(row: Row[Any]) -> OutboxRow:
         attempts=row.attempts,
         final=row.final,
         claim=row.claim,
-        ready_at=_utc(row.ready_at) if "ready_at" in row._fields else None,
+        ready_at=_utc(row.ready_at) if ready_at else None,
     )
 
 
