@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -27,6 +26,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from accounting.amqp.topology import delete_namespace
 from bench.relay import bodies, raw_publish
 from contracts import CONTENT_TYPE, Period, Topology, UsageRequest, report_id
+from transport.connection import broker_user
 
 _LAST = b'"last":true'
 _ERROR = b'"status":"error"'
@@ -56,13 +56,8 @@ class Floor:
         return self.gather_seconds + self.publish_seconds
 
 
-def broker_user(amqp_url: str) -> str:
-    """The user the URL connects as (``guest`` without one): the ``user_id`` a request carries."""
-    return unquote(urlsplit(amqp_url).username or "guest")
-
-
 async def service_answer(
-    connection: AbstractRobustConnection, amqp_url: str, topology: Topology, service: str, period: Period
+    connection: AbstractRobustConnection, topology: Topology, service: str, period: Period
 ) -> Answer:
     """Ask ``service`` for ``period`` straight on its queue and time its whole answer."""
     channel = await connection.channel()
@@ -97,7 +92,7 @@ async def service_answer(
                 correlation_id=request.request_id,
                 message_id=request.request_id,
                 reply_to=replies.name,
-                user_id=broker_user(amqp_url),
+                user_id=broker_user(connection),
                 type="UsageRequest",
             ),
             topology.usage_queue(service).name,
@@ -114,10 +109,7 @@ async def measure_answers(
     """Each service's answer, one after the other (alone on the machine, as its floor)."""
     connection = await aio_pika.connect_robust(amqp_url)
     try:
-        return {
-            service: await service_answer(connection, amqp_url, topology, service, period)
-            for service in services
-        }
+        return {service: await service_answer(connection, topology, service, period) for service in services}
     finally:
         await connection.close()
 
