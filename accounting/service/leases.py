@@ -55,7 +55,7 @@ class LeaseKeeper:
         self._renewed = time.monotonic()
         self.lost = False
         self.renewals = {"keeper": 0, "write": 0}
-        """How often each kind of renewal ran (for the tests and the benchmarks)."""
+        """How often each kind of renewal ran (what the lease tests measure)."""
 
     def until(self) -> datetime:
         """When a lease taken or renewed now runs out."""

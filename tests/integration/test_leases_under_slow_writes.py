@@ -8,21 +8,18 @@ lease"). Only the renewal as each write commits keeps the report its builder's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.report import Completed
-from accounting.store import engine, invoices, replies, schema
+from accounting.store import schema
 from contracts import Period, Topology
 from tests.integration.support import StaticService, coordinator, record, serving
+from tests.store.support import slow_inserts
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +33,7 @@ ACCOUNTS = 20
 @pytest.fixture
 def slow_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each batch of records and each window of invoices takes ``SLOW_WRITE`` seconds to store."""
-
-    async def slow_insert(
-        connection: AsyncConnection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        if table in (schema.outbox, schema.usage_records):
-            await asyncio.sleep(SLOW_WRITE)
-        await engine.insert_rows(connection, table, columns, rows)
-
-    monkeypatch.setattr(invoices, "insert_rows", slow_insert)
-    monkeypatch.setattr(replies, "insert_rows", slow_insert)
+    slow_inserts(monkeypatch, SLOW_WRITE, schema.outbox, schema.usage_records)
 
 
 @pytest.mark.usefixtures("slow_writes")

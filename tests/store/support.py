@@ -12,13 +12,16 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import pytest
+from sqlalchemy import Table, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.core.numbering import DRAFT_INVOICE_FIELDS
+from accounting.store import invoices as invoices_store
+from accounting.store import replies as replies_store
 from accounting.store import schema
-from accounting.store.engine import create_engine
+from accounting.store.engine import create_engine, insert_rows
 from accounting.store.migrate import upgrade
 from accounting.store.repository import ChunkToStore, RecordRow, ReportRecord, ReportStore, StagedInvoice
 from contracts import (
@@ -335,3 +338,21 @@ async def tamper(url: str, statement: Any) -> None:
             await transaction.execute(statement)
     finally:
         await store.close()
+
+
+# --- a store made slow on purpose ------------------------------------------------------------------
+
+
+def slow_inserts(monkeypatch: pytest.MonkeyPatch, seconds: float, *tables: Table) -> None:
+    """Every bulk insert into ``tables`` (a window's ``outbox`` rows, a batch's ``usage_records``)
+    spends ``seconds`` inside its transaction first: a write as long as a store under load makes it."""
+
+    async def slow_insert(
+        connection: AsyncConnection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        if table in tables:
+            await asyncio.sleep(seconds)
+        await insert_rows(connection, table, columns, rows)
+
+    monkeypatch.setattr(invoices_store, "insert_rows", slow_insert)
+    monkeypatch.setattr(replies_store, "insert_rows", slow_insert)

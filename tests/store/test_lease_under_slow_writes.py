@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
-from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accounting.core.lifecycle import ReportStatus
 from accounting.infra.clock import utc_now
 from accounting.service.leases import LeaseKeeper
-from accounting.store import engine, invoices, schema
+from accounting.store import schema
 from accounting.store.engine import Renewal
 from accounting.store.repository import ReportStore
-from tests.store.support import A, B, advance, get, invoice, new_report, staged
+from tests.store.support import A, B, advance, get, invoice, new_report, slow_inserts, staged
 
 LEASE = timedelta(seconds=0.6)
 SLOW_WINDOW = 1.5
@@ -37,15 +34,7 @@ SLOW_WINDOW = 1.5
 @pytest.fixture
 def slow_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every window of invoices spends ``SLOW_WINDOW`` seconds inside its transaction."""
-
-    async def slow_insert(
-        connection: AsyncConnection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        if table is schema.outbox:
-            await asyncio.sleep(SLOW_WINDOW)
-        await engine.insert_rows(connection, table, columns, rows)
-
-    monkeypatch.setattr(invoices, "insert_rows", slow_insert)
+    slow_inserts(monkeypatch, SLOW_WINDOW, schema.outbox)
 
 
 async def pricing_report(store: ReportStore) -> UUID:
